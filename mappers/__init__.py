@@ -1,0 +1,1 @@
+"""Mapper plugins (protocol drivers) and the mapper SDK they are written against."""

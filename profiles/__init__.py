@@ -1,0 +1,1 @@
+"""Bundled profiles, shipped as package data: ``kubeedge profiles`` lists them."""

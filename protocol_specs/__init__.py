@@ -1,0 +1,1 @@
+"""JSON Schemas of each protocol's ``configData`` (device protocol and property visitors)."""
