@@ -78,9 +78,9 @@ def translate(data: dict[str, Any]) -> dict[str, Any]:
     cloud = str(data.get("apiVersion", "")).startswith(CLOUDCORE)
     profile: dict[str, Any] = {"role": "cloud" if cloud else "edge", "modules": {}}
     kube_modules = data.get("modules") or {}
-    for kube_name, section in kube_modules.items():
-        name = _NAMES.get(kube_name)
-        if name is None or not isinstance(section, dict) or not section.get("enable"):
+    for kube_name, name in _NAMES.items():  # KubeEdge's own module order, whatever the file's key order
+        section = kube_modules.get(kube_name)
+        if not isinstance(section, dict) or not section.get("enable"):
             continue
         config: dict[str, Any] = {}
         for kube_key, our_key in _KEYS.get(name, []):

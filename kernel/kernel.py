@@ -125,10 +125,10 @@ class Kernel:
         import trio_asyncio
 
         begin = time.perf_counter()
+        failure: list[KernelError] = []
         try:
             async with trio_asyncio.open_loop() as loop:
                 loop.set_exception_handler(_log_asyncio_error)
-                failure: list[KernelError] = []
                 async with trio.open_nursery() as nursery:
                     if handle_signals:
                         nursery.start_soon(self._watch_signals)
@@ -155,10 +155,11 @@ class Kernel:
                     await self._stop.wait()
                     await self._shutdown()
                     nursery.cancel_scope.cancel()
-                if failure:
-                    raise failure[0]
         finally:
             self.ctx.close()
+        # Raised here, outside the loop's nurseries, so callers see the error itself, not a group.
+        if failure:
+            raise failure[0]
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -186,26 +186,10 @@ def apply_override(data: dict[str, Any], item: str, *, source: str = "") -> None
 
 def validate(instance: Any, schema: dict[str, Any], *, source: str = "", prefix: str = "") -> None:
     """Validate with JSON Schema; raise :class:`ProfileError` naming the first bad key path."""
-    import jsonschema
+    from .schema import first_violation
 
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(
-        validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
-    )
-    if not errors:
+    violation = first_violation(instance, schema)
+    if violation is None:
         return
-    error = jsonschema.exceptions.best_match(errors) or errors[0]
-    parts = [prefix] if prefix else []
-    parts += [str(p) for p in error.absolute_path]
-    path = ".".join(parts)
-    raise ProfileError(_describe(error), path, source)
-
-
-def _describe(error: Any) -> str:
-    if error.validator == "additionalProperties":
-        return f"unknown key ({error.message})"
-    if error.validator == "enum":
-        return f"expected one of {', '.join(map(repr, error.validator_value))}, got {error.instance!r}"
-    if error.validator == "type":
-        return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
-    return str(error.message)
+    path = ".".join([prefix, *violation.path] if prefix else violation.path)
+    raise ProfileError(violation.message, path, source)
