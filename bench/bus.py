@@ -67,8 +67,10 @@ async def sync_latencies(count: int) -> list[float]:
 
 
 async def main(count: int, rounds: int) -> dict[str, float]:
-    messages = [Message(source="p", group="g", operation="update", resource=f"default/pod/p{i}", content={"i": i})
-                for i in range(count)]
+    messages = [
+        Message(source="p", group="g", operation="update", resource=f"default/pod/p{i}", content={"i": i})
+        for i in range(count)
+    ]
     raw = []
     on_bus = []
     for _ in range(rounds):  # interleaved, so both see the same machine state

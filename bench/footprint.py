@@ -28,8 +28,12 @@ def measure(profile: str, settle: float, extra: list[str]) -> dict[str, object]:
     kubeedge = str(Path(sys.executable).parent / "kubeedge")
     with tempfile.TemporaryDirectory(prefix="kubeedge-footprint-") as data_dir:
         began = time.perf_counter()
-        proc = subprocess.Popen([kubeedge, "run", "--profile", profile, "--data-dir", data_dir, *extra],
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        proc = subprocess.Popen(
+            [kubeedge, "run", "--profile", profile, "--data-dir", data_dir, *extra],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
         assert proc.stderr is not None
         try:
             for line in proc.stderr:

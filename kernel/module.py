@@ -17,6 +17,7 @@ import trio
 
 from .bus import Bus
 from .message import Message
+from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -61,6 +62,7 @@ class Context:
     profile: Profile
     plugins: Plugins
     states: dict[str, str] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     _database: Database | None = None
 
     @property

@@ -75,6 +75,18 @@ def installed(kind: Kind | None = None) -> list[PluginInfo]:
     return sorted(found.values(), key=lambda p: (p.kind, p.name))
 
 
+def _forget_stevedore_scans() -> None:
+    # stevedore also memoises its scan per sys.path inside the process (its on-disk cache is keyed on file
+    # mtimes and stays valid). There is no public call for this; without it a plugin pip-installed into a
+    # running process stays invisible.
+    try:
+        from stevedore import _cache
+
+        _cache._c._internal.clear()
+    except (ImportError, AttributeError):  # a stevedore without that cache has nothing to forget
+        pass
+
+
 class Plugins:
     """The plugin manager facade. Build one per command or per kernel run, never at import."""
 
@@ -101,6 +113,10 @@ class Plugins:
         def on_failure(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
             failures.append((entrypoint.name, entrypoint.value, exc))
 
+        # stevedore keeps the entry points of a group for the life of the process; a distribution installed
+        # since (or removed) would be missed silently, so the scan starts fresh for every load.
+        NamedExtensionManager.ENTRY_POINT_CACHE.pop(GROUPS[kind], None)
+        _forget_stevedore_scans()
         manager = NamedExtensionManager(
             GROUPS[kind],
             names=names,
@@ -118,6 +134,9 @@ class Plugins:
             )
         for ext in manager:
             self._register(kind, ext.name, ext.plugin)
+        unseen = [n for n in names if (kind, n) not in self.loaded]
+        if unseen:
+            raise PluginError(f"stevedore did not load {kind} plugin(s) {', '.join(map(repr, unseen))}", unseen[0])
 
     def load_all(self) -> list[PluginError]:
         """Load every installed plugin, collecting failures instead of raising (for the command line)."""

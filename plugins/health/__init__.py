@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+
 from kubeedge import BaseModule, Context, Message, hookimpl
 
 

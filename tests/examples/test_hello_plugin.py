@@ -26,8 +26,9 @@ def pip(*args: str) -> None:
 
 
 def kubeedge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "kubeedge"), *args], capture_output=True, text=True, timeout=60,
-                          env=os.environ.copy())
+    return subprocess.run(
+        [str(BIN / "kubeedge"), *args], capture_output=True, text=True, timeout=60, env=os.environ.copy()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +42,15 @@ def hello_installed() -> Iterator[None]:
 
 def profile_file(tmp_path: Path) -> Path:
     path = tmp_path / "hello.yaml"
-    path.write_text(yaml.safe_dump({
-        "role": "edge",
-        "node": {"name": "edge-hello"},
-        "modules": {"hello": {"greeting": "Grüezi"}, "health": {}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "role": "edge",
+                "node": {"name": "edge-hello"},
+                "modules": {"hello": {"greeting": "Grüezi"}, "health": {}},
+            }
+        )
+    )
     return path
 
 
@@ -68,8 +73,11 @@ async def test_profile_naming_hello_starts_it_and_it_talks_to_a_builtin(hello_in
 
 
 def test_kubeedge_run_with_hello_as_a_user_does(hello_installed: None, tmp_path: Path) -> None:
-    proc = subprocess.Popen([str(BIN / "kubeedge"), "run", "--profile", str(profile_file(tmp_path)),
-                             "--data-dir", str(tmp_path)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "kubeedge"), "run", "--profile", str(profile_file(tmp_path)), "--data-dir", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     try:
         lines = []
@@ -87,8 +95,11 @@ def test_kubeedge_run_with_hello_as_a_user_does(hello_installed: None, tmp_path:
 
 def test_uninstalled_plugin_fails_check_with_exit_2_naming_it(tmp_path: Path) -> None:
     # Runs after the module fixture has uninstalled the distribution again.
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "kubeedge-plugin-hello"],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "uninstall", "-y", "-q", "kubeedge-plugin-hello"],
+        capture_output=True,
+        timeout=120,
+    )
     result = kubeedge("check", "--profile", str(profile_file(tmp_path)))
     assert result.returncode == 2
     assert "module plugin is not installed: 'hello'" in result.stderr

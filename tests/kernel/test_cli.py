@@ -15,9 +15,12 @@ import yaml
 BIN = Path(sys.executable).parent
 
 
-def kubeedge(*args: str, env: dict[str, str] | None = None, command: str = "kubeedge") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / command), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+def kubeedge(
+    *args: str, env: dict[str, str] | None = None, command: str = "kubeedge"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / command), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 def test_version() -> None:
@@ -55,7 +58,7 @@ def write_profile(tmp_path: Path, modules: dict[str, object]) -> str:
 def test_check_good_profile() -> None:
     result = kubeedge("check", "--profile", "all-in-one")
     assert result.returncode == 0, result.stderr
-    assert "modules in start order: health" in result.stdout
+    assert "modules in start order: health, metrics" in result.stdout
 
 
 def test_check_names_a_missing_module_and_what_is_installed(tmp_path: Path) -> None:
@@ -103,8 +106,11 @@ def test_broken_plugin_is_named_with_its_distribution_and_cause(tmp_path: Path) 
 
 
 def test_run_starts_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc = subprocess.Popen([str(BIN / "kubeedge"), "run", "--profile", "all-in-one", "--data-dir", str(tmp_path)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "kubeedge"), "run", "--profile", "all-in-one", "--data-dir", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     try:
         for line in proc.stderr:

@@ -13,7 +13,6 @@ from kubeedge import PluginError, Plugins, hookimpl
 from kubeedge.profile import build_profile
 
 
-
 class Recorder:
     """The least a module needs: name, group, run."""
 

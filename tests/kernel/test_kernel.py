@@ -17,8 +17,9 @@ from kubeedge.profile import build_profile
 class Recorder(BaseModule):
     """A module that records its life in a shared journal."""
 
-    def __init__(self, name: str, journal: list[str], *, after: tuple[str, ...] = (), fail: str = "",
-                 on_failure: str = "restart") -> None:
+    def __init__(
+        self, name: str, journal: list[str], *, after: tuple[str, ...] = (), fail: str = "", on_failure: str = "restart"
+    ) -> None:
         super().__init__({})
         self.name = self.group = name
         self.after = after
@@ -26,9 +27,12 @@ class Recorder(BaseModule):
         self.fail = fail
         self.on_failure = on_failure  # type: ignore[assignment]
         self.runs = 0
+        self.third_run = trio.Event()
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self.runs += 1
+        if self.runs == 3:
+            self.third_run.set()
         self.journal.append(f"start {self.name}")
         if self.fail == "before-ready":
             raise RuntimeError("cannot bind port")
@@ -49,8 +53,11 @@ def profile(tmp_path: Path, **extra: Any) -> Any:
 
 async def test_modules_start_in_dependency_order_and_stop_in_reverse(tmp_path: Path) -> None:
     journal: list[str] = []
-    modules = [Recorder("edged", journal, after=("metamanager",)), Recorder("metamanager", journal),
-               Recorder("twin", journal, after=("websocket",))]  # websocket is not loaded: no constraint
+    modules = [
+        Recorder("edged", journal, after=("metamanager",)),
+        Recorder("metamanager", journal),
+        Recorder("twin", journal, after=("websocket",)),
+    ]  # websocket is not loaded: no constraint
     kernel = Kernel(profile(tmp_path), Plugins(), order_modules(modules))
     async with trio.open_nursery() as nursery:
         await nursery.start(kernel.run)
@@ -72,8 +79,11 @@ def test_dependency_cycles_are_named() -> None:
 
 async def test_a_module_failing_before_ready_stops_start_up_and_is_named(tmp_path: Path) -> None:
     journal: list[str] = []
-    modules = [Recorder("metamanager", journal), Recorder("edged", journal, fail="before-ready"),
-               Recorder("twin", journal)]
+    modules = [
+        Recorder("metamanager", journal),
+        Recorder("edged", journal, fail="before-ready"),
+        Recorder("twin", journal),
+    ]
     kernel = Kernel(profile(tmp_path), Plugins(), modules)
     with pytest.raises(ModuleFailed, match="module 'edged' failed to start: RuntimeError: cannot bind port"):
         await kernel.run(handle_signals=False)
@@ -90,8 +100,7 @@ async def test_a_crashed_module_restarts_with_backoff(tmp_path: Path, autojump_c
         began = trio.current_time()
         await kernel.bus.send("twin", Message(operation="crash"))
         await kernel.bus.send("twin", Message(operation="crash"))  # waits in the channel for the second run
-        while module.runs < 3:
-            await trio.sleep(0.1)
+        await module.third_run.wait()
         elapsed = trio.current_time() - began
         assert 3.0 <= elapsed < 4.0  # 1 s, then 2 s
         assert kernel.ctx.states["twin"] == "running"

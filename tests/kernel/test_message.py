@@ -39,15 +39,27 @@ def test_encodes_with_kubeedge_keys_and_omitempty() -> None:
 
 def test_round_trip_keeps_every_field() -> None:
     original = Message(
-        source="a", destination="b", group="g", operation="update", resource="r", content=[1, "x"],
-        parent_msg_id="p", resource_version="7", sync=True, type="t",
+        source="a",
+        destination="b",
+        group="g",
+        operation="update",
+        resource="r",
+        content=[1, "x"],
+        parent_msg_id="p",
+        resource_version="7",
+        sync=True,
+        type="t",
     )
     assert Message.from_json(original.to_json()) == original
 
 
 def test_keys_match_case_insensitively_and_unknown_keys_are_ignored() -> None:
-    frame = {"Header": {"MSG_ID": "x", "Timestamp": 5, "extra": 1}, "ROUTE": {"Operation": "query"}, "Content": None,
-             "unknown": True}
+    frame = {
+        "Header": {"MSG_ID": "x", "Timestamp": 5, "extra": 1},
+        "ROUTE": {"Operation": "query"},
+        "Content": None,
+        "unknown": True,
+    }
     message = Message.from_dict(frame)
     assert (message.msg_id, message.timestamp, message.operation) == ("x", 5, "query")
 

@@ -26,8 +26,10 @@ SCHEMA: dict[str, Any] = {
 
 CASES: list[tuple[Any, list[str] | None]] = [
     ({"port": 1}, None),
-    ({"port": 1, "mode": "both", "name": "ab", "ratio": 0.5, "tags": ["x"], "labels": {"a": "b"}, "anything": None},
-     None),
+    (
+        {"port": 1, "mode": "both", "name": "ab", "ratio": 0.5, "tags": ["x"], "labels": {"a": "b"}, "anything": None},
+        None,
+    ),
     ({"port": 1.0}, None),  # JSON Schema integers include 1.0
     ({}, []),
     ({"port": True}, ["port"]),

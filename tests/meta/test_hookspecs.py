@@ -18,8 +18,13 @@ SPECS = sorted(name for name, fn in vars(hookspecs).items() if name.startswith("
 
 def test_there_are_hookspecs() -> None:
     assert SPECS == sorted(
-        ["kubeedge_cli_commands", "kubeedge_config_schema", "kubeedge_container_runtime", "kubeedge_mapper_driver",
-         "kubeedge_module"]
+        [
+            "kubeedge_cli_commands",
+            "kubeedge_config_schema",
+            "kubeedge_container_runtime",
+            "kubeedge_mapper_driver",
+            "kubeedge_module",
+        ]
     )
 
 
