@@ -17,6 +17,10 @@ from typing import Any
 
 import trio
 
+# Imported before any plugin can import anyio (httpx does): asyncio libraries started under trio-asyncio
+# otherwise find "no running event loop".
+import trio_asyncio
+
 from .bus import Bus
 from .module import Context, Module
 from .profile import Profile, ProfileError, validate
@@ -122,8 +126,6 @@ class Kernel:
         self, *, handle_signals: bool = True, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run the node until stopped. Raises :class:`KernelError` when a module fails for good."""
-        import trio_asyncio
-
         begin = time.perf_counter()
         failure: list[KernelError] = []
         try:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from kubeedge import BaseModule, Context, Kernel, KernelError, Message, ModuleFailed, Plugins, hookimpl
 from kubeedge.kernel import order_modules, resolve
@@ -101,6 +102,7 @@ async def test_a_crashed_module_restarts_with_backoff(tmp_path: Path, autojump_c
         await kernel.bus.send("twin", Message(operation="crash"))
         await kernel.bus.send("twin", Message(operation="crash"))  # waits in the channel for the second run
         await module.third_run.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor has seen it start
         elapsed = trio.current_time() - began
         assert 3.0 <= elapsed < 4.0  # 1 s, then 2 s
         assert kernel.ctx.states["twin"] == "running"

@@ -1,0 +1,1 @@
+"""Package data: the files ``kubeedge mapper new NAME`` writes (``+`` in a name is a folder separator)."""
