@@ -99,6 +99,10 @@ def translate(data: dict[str, Any]) -> dict[str, Any]:
             profile["modules"] = {"apiserver": {}, **profile["modules"]}
         profile["node"] = {"name": "cloud"}
     else:
+        if _get(kube_modules, "metaManager.metaServer.enable"):
+            server = str(_get(kube_modules, "metaManager.metaServer.server") or "127.0.0.1:10550")
+            host, _, port = server.rpartition(":")
+            profile["modules"]["metaserver"] = {"address": host or "127.0.0.1", "port": int(port or 10550)}
         hostname = _get(kube_modules, "edged.hostnameOverride")
         if hostname:
             profile["node"] = {"name": str(hostname).lower()}

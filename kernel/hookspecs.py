@@ -86,7 +86,8 @@ def kubeedge_container_runtime() -> dict[str, Any] | None:
     Called by edged when it starts, on every loaded plugin; the profile's ``modules.edged.runtime``
     picks one of the names.
 
-    :return: a mapping from a runtime name (``podman``, ``cri``) to its class, or None.
+    :return: a mapping from a runtime name (``podman``, ``cri``) to its class, or to an import path
+        ``"package.module:Class"`` so that only the runtime a profile picks is ever imported; or None.
     """
 
 

@@ -83,12 +83,14 @@ def test_kubeedge_edgecore_yaml_is_translated(tmp_path: Path) -> None:
             "deviceTwin": {"enable": True},
             "edged": {"enable": False, "hostnameOverride": "KE-Edge-1"},
             "serviceBus": {"enable": False},
+            "metaManager": {"enable": False, "metaServer": {"enable": True, "server": "127.0.0.1:10551"}},
         },
     }
     profile = load_profile(write(tmp_path, edgecore))
     assert profile.role == "edge"
     assert profile.node_name == "ke-edge-1"
-    assert list(profile.modules) == ["edgehub", "eventbus", "twin"]
+    assert list(profile.modules) == ["edgehub", "eventbus", "twin", "metaserver"]
+    assert profile.modules["metaserver"] == {"address": "127.0.0.1", "port": 10551}
     assert profile.modules["edgehub"] == {"heartbeat": 15, "server": "1.2.3.4:10000", "token": "abc"}
     assert profile.modules["eventbus"] == {"mqttMode": 0}
     assert profile.data_dir == tmp_path
