@@ -49,7 +49,9 @@ def from_device(raw: Any, kind: str, *, scale: float = 1.0, offset: float = 0.0)
             raw = float(raw.strip())
         number = float(raw) if not isinstance(raw, bool) else float(int(raw))
         if scale != 1.0 or offset != 0.0:
-            number = number * scale + offset
+            # 12 significant digits drop the binary noise of the multiplication (214 * 0.1 is
+            # 21.400000000000002) and keep everything a 64-bit register can carry after scaling.
+            number = float(f"{number * scale + offset:.12g}")
         if kind == "int":
             if not math.isfinite(number):
                 raise ValueError(f"{number} is not an integer")

@@ -406,6 +406,18 @@ class EdgeController(BaseModule):
         info["kubeletVersion"] = KUBELET_VERSION
         info.setdefault("operatingSystem", "linux")
         info.setdefault("architecture", "amd64")
+        # Every NodeSystemInfo field is required in the API's schema; clients (the Python one among them)
+        # refuse a Node that lacks one, so an edge without edged still gets them, empty.
+        for required in (
+            "machineID",
+            "systemUUID",
+            "bootID",
+            "kernelVersion",
+            "osImage",
+            "containerRuntimeVersion",
+            "kubeProxyVersion",
+        ):
+            info.setdefault(required, "")
         status["nodeInfo"] = info
         status.setdefault("daemonEndpoints", {"kubeletEndpoint": {"Port": 10350}})
         kube = self.kube

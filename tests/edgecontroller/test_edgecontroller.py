@@ -166,6 +166,11 @@ async def test_joined_node_gets_pods_and_reports_status(tmp_path: Path) -> None:
         assert node["status"]["nodeInfo"]["kubeletVersion"] == KUBELET_VERSION
         assert node["status"]["nodeInfo"]["osImage"] == "Debian 12"
         assert next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+        # The typed Python client accepts the Node (every required nodeInfo field is there).
+        from kubernetes import client as kube_client
+
+        typed = await trio.to_thread.run_sync(lambda: kube_client.CoreV1Api(cloud.client()).read_node("edge-1"))
+        assert typed.status.node_info.os_image == "Debian 12"
 
         # Queries from the edge are answered from the controller's cache.
         query = Message(
