@@ -59,6 +59,7 @@ class Demo:
     processes: dict[str, trio.Process] = field(default_factory=dict)
     kubeconfig: Path | None = None
     modbus_port: int = 0
+    out: Any = None  # where progress lines go (stdout by default)
 
     @property
     def cloud_dir(self) -> Path:
@@ -73,7 +74,7 @@ class Demo:
         return str(Path(sys.executable).parent / "kubeedge")
 
     def step(self, text: str) -> None:
-        print(f"==> {text}", flush=True)
+        print(f"==> {text}", file=self.out or sys.stdout, flush=True)
 
     async def command(self, *args: str, what: str) -> str:
         result = await trio.run_process([self.kubeedge, *args], capture_stdout=True, capture_stderr=True, check=False)
