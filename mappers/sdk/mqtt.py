@@ -315,7 +315,10 @@ class MqttClient:
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.warning("mqtt %s (%s): connection lost or refused: %s", self.address, self.client_id, error)
             finally:
-                self._connected = trio.Event()
+                # Only a link that was up gets a fresh event: publishers already waiting hold the unset one,
+                # and must be woken by the next successful connection, however many attempts fail first.
+                if self._connected.is_set():
+                    self._connected = trio.Event()
                 if self._stream is not None:
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         await self._stream.aclose()

@@ -85,6 +85,8 @@ class Demo:
 
     async def start_node(self, name: str, profile: Path, log_path: Path, *overrides: str) -> None:
         args = ["run", "--profile", str(profile)]
+        if os.environ.get("KUBEEDGE_DEMO_LOG_LEVEL"):  # e.g. debug, to see inside the nodes' logs
+            args += ["--set", f"logLevel={os.environ['KUBEEDGE_DEMO_LOG_LEVEL']}"]
         for item in overrides:
             args += ["--set", item]
         await self.spawn(name, args, log_path)
