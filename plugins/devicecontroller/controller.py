@@ -148,7 +148,7 @@ class DeviceController(BaseModule):
 
     # -- downstream -----------------------------------------------------------------------------------------
 
-    async def send(self, node: str, resource: str, content: dict[str, Any]) -> None:
+    async def send(self, node: str, resource: str, content: dict[str, Any], operation: str = "update") -> None:
         assert self.ctx is not None
         if not self.ctx.bus.has_module("cloudhub"):
             log.debug("devicecontroller: no cloudhub on the bus; %s for node %s dropped", resource, node)
@@ -156,7 +156,7 @@ class DeviceController(BaseModule):
         await self.ctx.send(
             "cloudhub",
             Message(
-                source=self.name, group="twin", operation="update", resource=f"node/{node}/{resource}", content=content
+                source=self.name, group="twin", operation=operation, resource=f"node/{node}/{resource}", content=content
             ),
         )
 
@@ -305,7 +305,14 @@ class DeviceController(BaseModule):
         mine = [d for d in self.devices.items() if node_of(d) == node]
         for device in mine:
             self.placed[(device["metadata"].get("namespace", ""), device["metadata"]["name"])] = node
-        await self.send_membership(node, mine, [])
+        # The whole list ("devices"), not an add: the edge drops what is no longer listed, so a device
+        # deleted in the cloud while the edge was away goes from the edge too.
+        content = {
+            "event_id": str(uuid.uuid4()),
+            "timestamp": _ms(),
+            "devices": [self.membership_entry(d) for d in mine],
+        }
+        await self.send(node, "membership/detail", content, operation="response")
 
     def merge_reported(self, key: tuple[str, str], content: dict[str, Any]) -> None:
         twin = content.get("twin")
