@@ -42,6 +42,7 @@ def watch_reported(
 ) -> None:
     """In a worker thread: follow the Device through the API's watch; hand (temperature, time) to trio."""
     from kubernetes import watch
+    from urllib3.exceptions import ProtocolError
 
     clients = api(demo)
     while not stop[0]:
@@ -53,15 +54,17 @@ def watch_reported(
             DEVICE_PLURAL,
             timeout_seconds=5,
         )
-        for event in stream:
-            seen = time.perf_counter()
-            for twin in (event["object"].get("status") or {}).get("twins") or []:
-                if twin.get("propertyName") == "temperature":
+        try:
+            for event in stream:
+                seen = time.perf_counter()
+                for twin in (event["object"].get("status") or {}).get("twins") or []:
                     value = (twin.get("reported") or {}).get("value")
-                    if value is not None:
+                    if twin.get("propertyName") == "temperature" and value is not None:
                         trio.from_thread.run_sync(send.send_nowait, (value, seen), trio_token=token)
-            if stop[0]:
-                return
+                if stop[0]:
+                    return
+        except ProtocolError:
+            continue  # a watch cut short is simply watched again, as every client does
 
 
 async def main(changes: int, cycle_ms: int) -> dict[str, Any]:

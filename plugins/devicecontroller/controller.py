@@ -80,6 +80,10 @@ def property_types(model: dict[str, Any] | None) -> dict[str, str]:
     return types
 
 
+def _device_key(device: dict[str, Any]) -> tuple[str, str]:
+    return device["metadata"].get("namespace", ""), device["metadata"]["name"]
+
+
 def _spec_without_desired(device: dict[str, Any]) -> Any:
     spec = copy.deepcopy(device.get("spec") or {})
     for prop in spec.get("properties") or []:
@@ -100,6 +104,10 @@ class DeviceController(BaseModule):
         self.devices: Informer | None = None
         self.models: Informer | None = None
         self.placed: dict[tuple[str, str], str] = {}  # device -> node whose membership holds it
+        # device -> the Device as last told to its edge. Changes are found against this, not against the
+        # informer's previous object: that cache also takes this controller's own status writes, whose
+        # responses can already carry a user's newer spec, and a desired change would go unnoticed.
+        self.told: dict[tuple[str, str], dict[str, Any]] = {}
         self.pending: dict[tuple[str, str], dict[str, Any]] = {}
         self.inflight: set[tuple[str, str]] = set()
         self.status_writes = 0
@@ -191,6 +199,10 @@ class DeviceController(BaseModule):
         }
 
     async def send_membership(self, node: str, added: list[dict[str, Any]], removed: list[dict[str, Any]]) -> None:
+        for device in added:
+            self.told[_device_key(device)] = copy.deepcopy(device)
+        for device in removed:
+            self.told.pop(_device_key(device), None)
         content = {
             "event_id": str(uuid.uuid4()),
             "timestamp": _ms(),
@@ -206,6 +218,7 @@ class DeviceController(BaseModule):
         await self.send(node, "membership", content)
 
     async def send_desired(self, node: str, device: dict[str, Any], names: list[str]) -> None:
+        self.told[_device_key(device)] = copy.deepcopy(device)
         types = property_types(self.model_of(device))
         desired = desired_values(device)
         stamp = _ms()
@@ -247,6 +260,7 @@ class DeviceController(BaseModule):
         if kind == "DELETED":
             self.placed.pop(key, None)
             self.pending.pop(key, None)
+            self.told.pop(key, None)
             if placed:
                 await self.send_membership(placed, [], [obj])
             return
@@ -260,12 +274,13 @@ class DeviceController(BaseModule):
             self.placed[key] = node
             await self.send_membership(node, [obj], [])
             return
-        if old is None:
+        told = self.told.get(key) or old
+        if told is None:
             return
-        if _spec_without_desired(obj) != _spec_without_desired(old):
+        if _spec_without_desired(obj) != _spec_without_desired(told):
             await self.send_membership(node, [obj], [])
             return
-        before, after = desired_values(old), desired_values(obj)
+        before, after = desired_values(told), desired_values(obj)
         changed = sorted(name for name in after if before.get(name, {}).get("value") != after[name].get("value"))
         if changed:
             await self.send_desired(node, obj, changed)

@@ -164,3 +164,26 @@ async def test_v1alpha2_device_with_node_selector(tmp_path: Path) -> None:
         added = await hub.wait_for(membership("edge-7"))
         entry = added.content["added_devices"][0]
         assert entry["id"] == "default/legacy" and entry["twin"]["setpoint"]["expected"]["value"] == "18"
+
+
+async def test_a_desired_change_is_sent_even_when_the_cache_already_holds_it(tmp_path: Path) -> None:
+    # The race seen in bench/journey.py: the controller's own status write returns the Device with a user's
+    # newer desired value, that response lands in the informer's cache, and the watch event for the user's
+    # patch then compares the new object with itself. The change must still reach the edge.
+    import copy
+
+    hub = RecordingHub()
+    controller = DeviceController({})
+    async with running_cloud(tmp_path / "cloud", [hub, controller]) as cloud:
+        await cloud.kubectl("apply", "-f", "-", stdin=manifest(DEVICE_MODEL, device()))
+        await hub.wait_for(membership("edge-1"))
+        assert controller.devices is not None
+        current = controller.devices.get("default", "thermo-1")
+        assert current is not None
+        newer = copy.deepcopy(current)
+        for prop in newer["spec"]["properties"]:
+            if prop["name"] == "setpoint":
+                prop["desired"] = {"value": "31"}
+        await controller._on_device("MODIFIED", newer, copy.deepcopy(newer))
+        sent = await hub.wait_for(lambda m: m.resource.endswith("/twin/cloud_updated"))
+        assert sent.content["twin"]["setpoint"]["expected"]["value"] == "31"
