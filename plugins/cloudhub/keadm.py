@@ -242,6 +242,8 @@ def cmd_join(args: argparse.Namespace) -> int:
         section["edgehub"] = {"server": f"{host}:{port}", "httpServer": http_server}
         if args.project_id:
             section["edgehub"]["projectID"] = args.project_id
+        if "edgestream" in section:  # the cloud's tunnel for kubectl logs/exec, on the same host
+            section["edgestream"] = {"server": f"{host}:{args.stream_port}"}
         _write_yaml(
             profile_path, {"role": "edge", "node": {"name": node}, "dataDir": str(data_dir), "modules": section}
         )
@@ -339,6 +341,7 @@ def _add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--token", required=True, help="from `keadm gettoken` on the cloud")
     p.add_argument("--edgenode-name", required=True, metavar="NAME")
     p.add_argument("--certport", type=int, default=10002, help="cloudhub's bootstrap HTTPS port")
+    p.add_argument("--stream-port", type=int, default=10004, help="cloudstream's tunnel port (kubectl logs/exec)")
     p.add_argument("--data-dir", default=None, metavar="DIR")
     p.add_argument("--project-id", default="", help="cloudhub projectID (default KubeEdge's)")
     p.add_argument("--modules", metavar="A,B", help="edge modules to list (default: every installed one)")

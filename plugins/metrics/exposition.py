@@ -41,7 +41,7 @@ class _NodeCollector:
         families: dict[str, Any] = {}
         for sample in ctx.metrics.samples():
             labels = dict(sample.labels)
-            family = families.get(sample.name)
+            family: Any = families.get(sample.name)
             if family is None:
                 if sample.kind == "counter":
                     family = CounterMetricFamily(
@@ -63,7 +63,7 @@ def render(ctx: Context) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_NodeCollector(ctx))  # type: ignore[arg-type]
+    registry.register(_NodeCollector(ctx))
     return generate_latest(registry)
 
 

@@ -1,0 +1,116 @@
+"""The real kubectl against the embedded API server: logs and exec reach a busybox pod on the edge."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import partial
+
+import trio
+
+from .conftest import Cluster, make_pod
+
+SCRIPT = "for i in 1 2 3 4 5; do echo line $i; done; echo to-stderr >&2; sleep 3600"
+
+
+async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
+    pod = make_pod(
+        "busy",
+        cluster.node_name,
+        [
+            {"name": "main", "command": ["sh", "-c", SCRIPT]},
+            {
+                "name": "side",
+                "command": ["sh", "-c", "echo side; sleep 3600"],
+                "env": [{"name": "WHO", "value": "side"}],
+            },
+        ],
+    )
+    await cluster.create_pod(pod)
+
+    # -f: the stream shows the lines as they are written (and kubectl is stopped once they are there)
+    process: trio.Process | None = None
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                cluster.kubectl_command("logs", "-f", "busy", "-c", "main"),
+                stdout=-1,
+                stderr=-1,
+                check=False,
+                env=dict(os.environ, HOME=cluster.home),
+            )
+        )
+        assert process is not None and process.stdout is not None
+        seen = b""
+        with trio.fail_after(15):
+            while seen.count(b"\n") < 6:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"kubectl logs -f ended early: {seen!r}"
+                seen += chunk
+        process.terminate()
+    assert seen == b"line 1\nline 2\nline 3\nline 4\nline 5\nto-stderr\n"
+
+    result = await cluster.kubectl("logs", "busy", "-c", "main", "--tail", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"line 5\nto-stderr\n"
+    result = await cluster.kubectl("logs", "busy", "-c", "side")
+    assert result.stdout == b"side\n", result.stderr.decode()
+    result = await cluster.kubectl("logs", "busy", "-c", "side", "--timestamps")
+    assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) side\n", result.stdout), (
+        result.stdout
+    )
+    # edged replaces a dead container with the next attempt, so there is no previous one to show: say so
+    result = await cluster.kubectl("logs", "busy", "-c", "side", "--previous")
+    assert result.returncode != 0 and b"previous terminated container" in result.stderr, result.stderr
+    result = await cluster.kubectl("logs", "busy", "-c", "nosuch")
+    assert result.returncode != 0 and b"nosuch" in result.stderr
+
+    result = await cluster.kubectl("exec", "busy", "-c", "main", "--", "sh", "-c", "echo hi; echo err >&2; exit 3")
+    assert result.returncode == 3, result.stderr.decode()
+    assert result.stdout == b"hi\n"
+    assert b"err\n" in result.stderr and b"exit code 3" in result.stderr
+
+    result = await cluster.kubectl("exec", "-i", "busy", "-c", "main", "--", "cat", stdin=b"hello\nstdin round trip\n")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"hello\nstdin round trip\n"
+
+    result = await cluster.kubectl("exec", "busy", "-c", "side", "--", "sh", "-c", "echo $WHO")
+    assert result.returncode == 0 and result.stdout == b"side\n"
+
+    # the node goes offline: a clear error naming it, at once
+    assert cluster.edge is not None
+    await cluster.edge.stop()
+    with trio.fail_after(10):
+        while cluster.node_name in cluster.cloudstream.tunnels.sessions:
+            await cluster.cloudstream.tunnels.changed.wait()
+    result = await cluster.kubectl("logs", "busy", "-c", "main", timeout=10)
+    assert result.returncode != 0
+    assert cluster.node_name.encode() in result.stderr and b"offline" in result.stderr, result.stderr
+    result = await cluster.kubectl("exec", "busy", "-c", "main", "--", "true", timeout=10)
+    assert result.returncode != 0
+    assert cluster.node_name.encode() in result.stderr and b"offline" in result.stderr, result.stderr
+
+
+async def test_kubectl_attach(cluster: Cluster) -> None:
+    script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+    await cluster.create_pod(make_pod("ticker", cluster.node_name, [{"name": "main", "command": ["sh", "-c", script]}]))
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                cluster.kubectl_command("attach", "ticker", "-c", "main"),
+                stdout=-1,
+                stderr=-1,
+                check=False,
+                env=dict(os.environ, HOME=cluster.home),
+            )
+        )
+        seen = b""
+        with trio.fail_after(15):
+            while seen.count(b"tick") < 2:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"kubectl attach ended early: {seen!r}"
+                seen += chunk
+        process.terminate()
+    assert b"tick " in seen
