@@ -185,7 +185,9 @@ async def api_ready(demo: Demo) -> bool:
     return True
 
 
-async def join_edge(demo: Demo, *, in_process_mapper: bool = True) -> None:
+async def join_edge(
+    demo: Demo, *, in_process_mapper: bool = True, extra_modules: dict[str, dict[str, Any]] | None = None
+) -> None:
     token = (await demo.command("keadm", "gettoken", "--data-dir", str(demo.cloud_dir), what="keadm gettoken")).strip()
     demo.step(f"keadm join: node {demo.node} fetches the CA, checks its hash and gets its certificate")
     await demo.command(
@@ -218,6 +220,7 @@ async def join_edge(demo: Demo, *, in_process_mapper: bool = True) -> None:
     else:
         modules.pop("mappers", None)
         profile.pop("mappers", None)
+    modules.update(extra_modules or {})
     demo_profile = demo.edge_dir / "demo-edge.yaml"
     demo_profile.write_text(yaml.safe_dump(profile, sort_keys=False))
     demo.step(
