@@ -20,13 +20,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# cryptography costs about 8 MB of RSS to import: it is imported by the functions that need it, so an edge
+# that already holds its certificate never loads it (see cert_validity).
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = [
     "CA",
@@ -40,6 +40,7 @@ __all__ = [
     "cert_der",
     "cert_from_bytes",
     "cert_pem",
+    "cert_validity",
     "csr_from_bytes",
     "generate_key",
     "issue_server_cert",
@@ -63,7 +64,7 @@ CA_VALIDITY_DAYS = 100 * 365
 SERVER_VALIDITY_DAYS = 100 * 365
 EDGE_VALIDITY_DAYS = 365
 
-Key = ec.EllipticCurvePrivateKey
+Key: TypeAlias = "ec.EllipticCurvePrivateKey"
 
 
 class TokenError(ValueError):
@@ -78,16 +79,23 @@ class CertificateError(ValueError):
 
 
 def generate_key() -> Key:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_pem(key: Key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
 def load_key(data: bytes) -> Key:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertificateError("expected an EC private key")
@@ -95,15 +103,21 @@ def load_key(data: bytes) -> Key:
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def cert_der(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return cert.public_bytes(serialization.Encoding.DER)
 
 
 def cert_from_bytes(data: bytes) -> x509.Certificate:
     """A certificate from PEM or DER."""
+    from cryptography import x509
+
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
@@ -114,6 +128,8 @@ def cert_from_bytes(data: bytes) -> x509.Certificate:
 
 def csr_from_bytes(data: bytes) -> x509.CertificateSigningRequest:
     """A CSR from PEM or DER (edgecore sends DER; openssl users send PEM)."""
+    from cryptography import x509
+
     if not data.strip():
         raise CertificateError("no CSR in the request body")
     try:
@@ -142,6 +158,8 @@ def node_common_name(node: str) -> str:
 
 def node_from_cert(cert: x509.Certificate) -> str:
     """The node a client certificate names (``CN=system:node:<node>``), or ``""`` when it names none."""
+    from cryptography.x509.oid import NameOID
+
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:
         return ""
@@ -159,6 +177,10 @@ class CA:
 
     @classmethod
     def create(cls, common_name: str = "KubeEdge", days: int = CA_VALIDITY_DAYS) -> CA:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
         key = generate_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = _now()
@@ -229,12 +251,16 @@ class CA:
     @property
     def signing_key_bytes(self) -> bytes:
         # Go's x509.MarshalECPrivateKey: the SEC1 DER of the key, which is what KubeEdge signs JWTs with.
+        from cryptography.hazmat.primitives import serialization
+
         return self.key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )
 
     def verifies(self, cert: x509.Certificate) -> bool:
         """Whether ``cert`` was issued (signed) by this CA."""
+        from cryptography.exceptions import InvalidSignature
+
         if cert.issuer != self.cert.subject:
             return False
         try:
@@ -252,6 +278,8 @@ def ca_hash(ca_der: bytes) -> str:
 
 
 def _san(addresses: list[str] | tuple[str, ...]) -> list[x509.GeneralName]:
+    from cryptography import x509
+
     names: list[x509.GeneralName] = []
     for item in addresses:
         item = item.strip()
@@ -271,6 +299,10 @@ def issue_server_cert(
     days: int = SERVER_VALIDITY_DAYS,
 ) -> tuple[x509.Certificate, Key]:
     """A server certificate for cloudhub: IP and DNS SANs from ``addresses`` (IPs become IP SANs)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = generate_key()
     now = _now()
     sans = _san(list(addresses)) or _san(["127.0.0.1", "localhost"])
@@ -292,6 +324,10 @@ def issue_server_cert(
 
 def make_csr(node: str, key: Key | None = None) -> tuple[x509.CertificateSigningRequest, Key]:
     """The CSR an edge node sends: ``CN=system:node:<node>``, ``O=system:nodes``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
     key = key or generate_key()
     subject = x509.Name(
         [
@@ -312,6 +348,11 @@ def sign_csr(
     server: bool = False,
 ) -> x509.Certificate:
     """Sign a node's CSR. With ``node``, the CSR's CN must be ``system:node:<node>``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     if not csr.is_signature_valid:
         raise CertificateError("the CSR's signature does not verify")
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -342,6 +383,22 @@ def rotation_time(cert: x509.Certificate, fraction: float) -> float:
     begin = cert.not_valid_before_utc.timestamp()
     end = cert.not_valid_after_utc.timestamp()
     return begin + (end - begin) * fraction
+
+
+def cert_validity(path: Path) -> tuple[float, float]:
+    """(NotBefore, NotAfter) of a PEM certificate file as Unix times, without importing cryptography.
+
+    The standard library's own decoder (the one ``ssl.getpeercert`` uses) reads the file; where it is not
+    available, cryptography does.
+    """
+    import ssl
+
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is not None:
+        fields = decode(str(path))
+        return ssl.cert_time_to_seconds(fields["notBefore"]), ssl.cert_time_to_seconds(fields["notAfter"])
+    cert = cert_from_bytes(path.read_bytes())
+    return cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
 
 
 # -- the join token -----------------------------------------------------------------------------------------
@@ -437,6 +494,7 @@ async def bootstrap_node_cert(
     import ssl
 
     import httpx
+    from cryptography.hazmat.primitives import serialization
 
     try:
         ca_part, jwt = split_token(token)

@@ -16,7 +16,8 @@ __all__ = ["SchemaViolation", "first_violation"]
 _HANDLED = {
     "type", "properties", "required", "additionalProperties", "enum", "const", "pattern", "minLength",
     "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems", "maxItems",
-    "title", "description", "default", "examples", "$schema", "$comment", "format",
+    "title", "description", "default", "examples", "$schema", "$comment", "format", "$id", "$defs", "$ref",
+    "anyOf",
 }  # fmt: skip
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -40,12 +41,24 @@ class SchemaViolation:
 
 def first_violation(instance: Any, schema: dict[str, Any]) -> SchemaViolation | None:
     """Return the first violation of ``schema`` by ``instance``, or None when it is valid."""
-    if _uses_only_handled(schema):
-        return next(_check(instance, schema, []), None)
+    if _uses_only_handled(schema, schema):
+        return next(_check(instance, schema, [], schema), None)
     return _with_jsonschema(instance, schema)
 
 
-def _uses_only_handled(schema: Any) -> bool:
+def _resolve(ref: str, root: dict[str, Any]) -> Any:
+    """A local ``$ref`` (``#/$defs/name``); anything else is not handled here."""
+    if not ref.startswith("#/"):
+        return None
+    target: Any = root
+    for part in ref[2:].split("/"):
+        if not isinstance(target, dict) or part not in target:
+            return None
+        target = target[part]
+    return target
+
+
+def _uses_only_handled(schema: Any, root: dict[str, Any], seen: frozenset[str] = frozenset()) -> bool:
     if not isinstance(schema, dict):
         return isinstance(schema, bool)
     if set(schema) - _HANDLED:
@@ -54,7 +67,15 @@ def _uses_only_handled(schema: Any) -> bool:
     for key in ("additionalProperties", "items"):
         if isinstance(schema.get(key), dict):
             children.append(schema[key])
-    return all(_uses_only_handled(child) for child in children)
+    children += list(schema.get("anyOf") or [])
+    ref = schema.get("$ref")
+    if ref is not None:
+        if ref in seen or _resolve(ref, root) is None:
+            return False  # recursive or remote references are jsonschema's job
+        return _uses_only_handled(_resolve(ref, root), root, seen | {ref}) and all(
+            _uses_only_handled(child, root, seen) for child in children
+        )
+    return all(_uses_only_handled(child, root, seen) for child in children)
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -65,11 +86,16 @@ def _is_type(value: Any, name: str) -> bool:
     return isinstance(value, _TYPES.get(name, ()))
 
 
-def _check(value: Any, schema: Any, path: list[str]) -> Iterator[SchemaViolation]:
+def _check(value: Any, schema: Any, path: list[str], root: dict[str, Any]) -> Iterator[SchemaViolation]:
     if schema is False:
         yield SchemaViolation(path, "no value is allowed here")
         return
     if not isinstance(schema, dict):
+        return
+    if "$ref" in schema:
+        yield from _check(value, _resolve(schema["$ref"], root), path, root)
+    if "anyOf" in schema and not any(next(_check(value, s, path, root), None) is None for s in schema["anyOf"]):
+        yield SchemaViolation(path, schema.get("description") or "matches none of the allowed forms")
         return
     expected = schema.get("type")
     if expected is not None:
@@ -91,9 +117,9 @@ def _check(value: Any, schema: Any, path: list[str]) -> Iterator[SchemaViolation
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             yield SchemaViolation(path, f"expected at most {schema['maxItems']} items")
         for index, item in enumerate(value):
-            yield from _check(item, schema.get("items", True), [*path, str(index)])
+            yield from _check(item, schema.get("items", True), [*path, str(index)], root)
     if isinstance(value, dict):
-        yield from _check_object(value, schema, path)
+        yield from _check_object(value, schema, path, root)
 
 
 def _check_string(value: str, schema: dict[str, Any], path: list[str]) -> Iterator[SchemaViolation]:
@@ -116,7 +142,9 @@ def _check_number(value: float, schema: dict[str, Any], path: list[str]) -> Iter
         yield SchemaViolation(path, f"expected less than {schema['exclusiveMaximum']}, got {value}")
 
 
-def _check_object(value: dict[str, Any], schema: dict[str, Any], path: list[str]) -> Iterator[SchemaViolation]:
+def _check_object(
+    value: dict[str, Any], schema: dict[str, Any], path: list[str], root: dict[str, Any]
+) -> Iterator[SchemaViolation]:
     properties = schema.get("properties") or {}
     for key in schema.get("required", []):
         if key not in value:
@@ -124,12 +152,12 @@ def _check_object(value: dict[str, Any], schema: dict[str, Any], path: list[str]
     extra = schema.get("additionalProperties", True)
     for key, item in value.items():
         if key in properties:
-            yield from _check(item, properties[key], [*path, str(key)])
+            yield from _check(item, properties[key], [*path, str(key)], root)
         elif extra is False:
             allowed = ", ".join(sorted(properties)) or "none"
             yield SchemaViolation([*path, str(key)], f"unknown key (allowed: {allowed})")
         else:
-            yield from _check(item, extra, [*path, str(key)])
+            yield from _check(item, extra, [*path, str(key)], root)
 
 
 def _with_jsonschema(instance: Any, schema: dict[str, Any]) -> SchemaViolation | None:

@@ -53,30 +53,13 @@ def _part(spec: dict[str, Any], part: str) -> dict[str, Any]:
 
 def validate_config(spec: dict[str, Any], part: str, config: Any, path: str, subject: str = "") -> None:
     """Validate one ``configData`` (``part`` is ``protocol`` or ``visitor``); raise :class:`SpecError`."""
-    import jsonschema
+    from kubeedge.schema import first_violation  # lean: no jsonschema import for the specs' keywords
 
-    schema = _part(spec, part)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(config))
-    if not errors:
+    violation = first_violation(config, _part(spec, part))
+    if violation is None:
         return
-    error = jsonschema.exceptions.best_match(errors) or errors[0]
-    where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    raise SpecError(_describe(error), where, subject)
-
-
-def _describe(error: Any) -> str:
-    if error.validator == "required":
-        return str(error.message)
-    if error.validator == "additionalProperties":
-        return f"unknown field ({error.message})"
-    if error.validator == "enum":
-        return f"expected one of {', '.join(map(repr, error.validator_value))}, got {error.instance!r}"
-    if error.validator == "type":
-        return f"expected {error.validator_value}, got {error.instance!r}"
-    if error.validator == "anyOf" and error.schema.get("description"):
-        return str(error.schema["description"])
-    return str(error.message)
+    where = path + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in violation.path)
+    raise SpecError(violation.message, where, subject)
 
 
 def validate_device(spec: dict[str, Any], device: DeviceConfig) -> None:

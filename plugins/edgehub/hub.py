@@ -66,13 +66,14 @@ class EdgeHub(BaseModule):
 
     async def _ensure_certs(self) -> None:
         if self._have_certs():
-            cert = pki.cert_from_bytes((self.pki_dir / "edge.crt").read_bytes())
-            if cert.not_valid_after_utc.timestamp() > time.time():
+            not_after = pki.cert_validity(self.pki_dir / "edge.crt")[1]
+            if not_after > time.time():
                 return
             if not self.token:
+                expired = time.strftime("%Y-%m-%d %H:%M", time.gmtime(not_after))
                 raise pki.BootstrapError(
                     "check the node certificate",
-                    f"it expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; set modules.edgehub.token"
+                    f"it expired on {expired} UTC; set modules.edgehub.token"
                     " to a fresh `keadm gettoken` to get a new one",
                 )
             log.warning("node %s: the certificate expired; getting a new one with the token", self._node)
@@ -92,8 +93,8 @@ class EdgeHub(BaseModule):
         return ctx
 
     def _rotation_at(self) -> float:
-        cert = pki.cert_from_bytes((self.pki_dir / "edge.crt").read_bytes())
-        return pki.rotation_time(cert, random.uniform(*self.rotation))
+        begin, end = pki.cert_validity(self.pki_dir / "edge.crt")
+        return begin + (end - begin) * random.uniform(*self.rotation)
 
     # -- running ---------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ SCHEMA: dict[str, Any] = {
         "enable": {"type": "boolean"},
         "mqttMode": {
             "description": "0/internal: embedded broker only; 1/both; 2/external: external broker only (default)",
-            "oneOf": [{"enum": [0, 1, 2]}, {"enum": ["internal", "both", "external"]}],
+            "enum": [0, 1, 2, "internal", "both", "external"],
         },
         "mqttServerInternal": {**_SERVER, "description": "embedded broker listener; port 0 picks a free port"},
         "mqttServerExternal": {**_SERVER, "description": "external broker (mosquitto, EMQX) to connect to"},

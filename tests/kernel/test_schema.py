@@ -65,3 +65,32 @@ def test_other_keywords_are_left_to_jsonschema() -> None:
     assert first_violation({"a": 1}, schema) is None
     violation = first_violation({"a": 1.5}, schema)
     assert violation is not None and violation.path == ["a"]
+
+
+REF_SCHEMA: dict[str, Any] = {
+    "$id": "https://example.org/s.json",
+    "$defs": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}},
+    "type": "object",
+    "description": "either ip or serialPort",
+    "anyOf": [{"required": ["ip"]}, {"required": ["serialPort"]}],
+    "properties": {"ip": {"type": "string"}, "serialPort": {"type": "string"}, "port": {"$ref": "#/$defs/port"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("instance", "path"),
+    [
+        ({"ip": "h"}, None),
+        ({"serialPort": "/dev/x", "port": 502}, None),
+        ({"port": 502}, []),
+        ({"ip": "h", "port": 0}, ["port"]),
+        ({"ip": "h", "port": "1"}, ["port"]),
+    ],
+)
+def test_local_refs_and_anyof_agree_with_jsonschema(instance: Any, path: list[str] | None) -> None:
+    violation = first_violation(instance, REF_SCHEMA)
+    assert (violation is None) == jsonschema.Draft202012Validator(REF_SCHEMA).is_valid(instance)
+    if path is not None:
+        assert violation is not None and violation.path == path
+    if path == []:
+        assert violation is not None and violation.message == "either ip or serialPort"

@@ -170,3 +170,22 @@ def test_certificates_work_for_mutual_tls(ca: pki.CA, tmp_path: Path) -> None:
     stranger.load_cert_chain(*_write(tmp_path, "stranger", pki.sign_csr(other, csr_key[0]), csr_key[1]))
     with pytest.raises(ssl.SSLError):
         _handshake(server, stranger)
+
+
+def test_cert_validity_reads_a_pem_file_without_cryptography(tmp_path: Path) -> None:
+    ca = pki.CA.create()
+    cert, _ = pki.issue_server_cert(ca, ["127.0.0.1"])
+    path = tmp_path / "server.crt"
+    path.write_bytes(pki.cert_pem(cert))
+    begin, end = pki.cert_validity(path)
+    assert begin == cert.not_valid_before_utc.timestamp()
+    assert end == cert.not_valid_after_utc.timestamp()
+
+
+def test_importing_pki_does_not_load_cryptography() -> None:
+    # An edge that already holds its certificate must not pay ~8 MB for cryptography.
+    import subprocess
+    import sys
+
+    code = "import sys, kubeedge.pki; print('cryptography' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
