@@ -19,6 +19,8 @@ from urllib.parse import parse_qs
 import trio
 import yaml
 
+from kubeedge.plugins.common.asgi import serve_lifespan
+
 from .resources import Registry, ResourceType
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .service import ApiError, ApiService, status_body
@@ -112,13 +114,8 @@ class ApiApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] in ("http", "websocket") and "/pods/" in scope.get("path", ""):
             # Pod log/exec/attach go to the node's kubelet API (cloudstream's tunnel): see stream.py.
             from . import stream

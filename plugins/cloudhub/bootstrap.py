@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from kubeedge import Message, MessageError, pki
+from kubeedge.plugins.common.asgi import read_body, serve_lifespan
 
 if TYPE_CHECKING:
     from .hub import CloudHub
@@ -35,19 +36,14 @@ class HttpError(Exception):
 def make_app(hub: CloudHub) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client") or ("?", 0)
         try:
-            body = await _read_body(receive)
+            body = await _read_body(scope, receive)
             status, content_type, payload = await _route(hub, scope["method"], scope["path"], headers, body, client)
         except HttpError as exc:
             log.warning(
@@ -72,17 +68,10 @@ def make_app(hub: CloudHub) -> Any:
     return app
 
 
-async def _read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            break
-        body += event.get("body", b"")
-        if len(body) > MAX_BODY:
-            raise HttpError(413, f"request body over {MAX_BODY} bytes")
-        if not event.get("more_body"):
-            break
+async def _read_body(scope: dict[str, Any], receive: Any) -> bytes:
+    body = await read_body(scope, receive, MAX_BODY)
+    if body is None:
+        raise HttpError(413, f"request body over {MAX_BODY} bytes")
     return body
 
 

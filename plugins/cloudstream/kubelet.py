@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import trio
 
+from kubeedge.plugins.common.asgi import serve_lifespan
 from kubeedge.plugins.common.stream_protocol import (
     ATTACH,
     CHANNEL_CLOSE,
@@ -87,13 +88,8 @@ class KubeletApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         parts = [p for p in scope["path"].split("/") if p]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         try:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import trio
 
 from kubeedge import BaseModule, Context, Message
+from kubeedge.plugins.common.asgi import serve_lifespan
 
 log = logging.getLogger("kubeedge.metaserver")
 
@@ -180,9 +181,7 @@ class MetaServer(BaseModule):
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return

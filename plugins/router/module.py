@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import trio
 
 from kubeedge import BaseModule, Context, Message
+from kubeedge.plugins.common.asgi import read_body, serve_lifespan
 
 from .rules import (
     ApiRuleSource,
@@ -150,13 +151,8 @@ class Router(BaseModule):
 
     async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         status, headers, body = await self._rest(scope, receive)
@@ -168,7 +164,7 @@ class Router(BaseModule):
         if len(parts) < 3 or not all(parts):
             return _json(404, {"message": "use /<node_name>/<namespace>/<path>"})
         node, namespace, path = parts[0], parts[1], "/" + parts[2]
-        body = await _read_body(scope, receive)
+        body = await read_body(scope, receive, MAX_MESSAGE_BYTES)
         if body is None:
             return _json(413, {"message": f"request body over {MAX_MESSAGE_BYTES} bytes"})
         for rule, _source, target in self._rules_from("rest"):
@@ -321,27 +317,6 @@ class Router(BaseModule):
         reply.resource = f"node/{node}/servicebus{path}"
         if ctx.bus.has_module("cloudhub"):
             await ctx.send("cloudhub", reply)
-
-
-async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
-    """The request body, or None when it is over the limit (checked on Content-Length first)."""
-    for key, value in scope.get("headers", []):
-        if key.lower() == b"content-length" and value.isdigit() and int(value) > MAX_MESSAGE_BYTES:
-            return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            break
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > MAX_MESSAGE_BYTES:
-            return None
-        chunks.append(chunk)
-        if not event.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 def _forwardable(headers: dict[str, Any]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import trio
 
 from kubeedge import BaseModule, Context, Message
+from kubeedge.plugins.common.asgi import read_body, serve_lifespan
 
 log = logging.getLogger("kubeedge.servicebus")
 
@@ -113,13 +114,8 @@ class ServiceBus(BaseModule):
 
     async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         status, headers, body = await self._to_cloud(scope, receive)
@@ -129,7 +125,7 @@ class ServiceBus(BaseModule):
     async def _to_cloud(self, scope: dict[str, Any], receive: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         ctx = self._ctx
         assert ctx is not None
-        body = await _read_body(scope, receive)
+        body = await read_body(scope, receive, MAX_MESSAGE_BYTES)
         if body is None:
             return _text(413, f"request body over {MAX_MESSAGE_BYTES} bytes")
         if not ctx.bus.has_module("websocket"):
@@ -162,26 +158,6 @@ class ServiceBus(BaseModule):
             if str(k).lower() not in HOP_HEADERS
         ]
         return int(answer["code"]), headers, base64.b64decode(answer.get("body") or "")
-
-
-async def _read_body(scope: dict[str, Any], receive: Any) -> bytes | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == b"content-length" and value.isdigit() and int(value) > MAX_MESSAGE_BYTES:
-            return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            break
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > MAX_MESSAGE_BYTES:
-            return None
-        chunks.append(chunk)
-        if not event.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 def _text(status: int, text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
