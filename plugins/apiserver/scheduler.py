@@ -398,31 +398,138 @@ class DeploymentController:
                 raise
 
 
+class EndpointsController:
+    """Kubernetes' endpoints controller: each Service with a selector gets Endpoints listing the IPs of the pods
+    it selects (ready ones under ``addresses``, the others under ``notReadyAddresses``) and their ports."""
+
+    def __init__(self, service: ApiService) -> None:
+        self.service = service
+        self.store = service.store
+        self.endpoints = service.registry.by_key("/endpoints")
+
+    async def sync_namespace(self, namespace: str) -> None:
+        for svc in self.store.list("/services", namespace):
+            await self.sync(namespace, svc["metadata"]["name"])
+
+    async def sync(self, namespace: str, name: str) -> None:
+        svc = self.store.get("/services", namespace, name)
+        selector = ((svc or {}).get("spec") or {}).get("selector")
+        if svc is None or not selector:
+            return  # a Service without a selector has hand-written Endpoints; leave them alone
+        ready: list[dict[str, Any]] = []
+        not_ready: list[dict[str, Any]] = []
+        selected = []
+        for pod in self.store.list("/pods", namespace):
+            labels = pod["metadata"].get("labels") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            if pod["metadata"].get("deletionTimestamp") or not ip:
+                continue
+            if all(labels.get(k) == v for k, v in selector.items()):
+                selected.append(pod)
+                address = {
+                    "ip": ip,
+                    "targetRef": {
+                        "kind": "Pod",
+                        "namespace": namespace,
+                        "name": pod["metadata"]["name"],
+                        "uid": pod["metadata"]["uid"],
+                    },
+                }
+                if (pod.get("spec") or {}).get("nodeName"):
+                    address["nodeName"] = pod["spec"]["nodeName"]
+                (ready if pod_ready(pod) else not_ready).append(address)
+        ports = [
+            p for p in (_endpoint_port(port, selected) for port in (svc.get("spec") or {}).get("ports") or []) if p
+        ]
+        subset: dict[str, Any] = {}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        subsets = [{**subset, "ports": ports}] if subset and ports else []
+        existing = self.store.get("/endpoints", namespace, name)
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": namespace, "labels": svc["metadata"].get("labels") or {}},
+            "subsets": subsets,
+        }
+        try:
+            if existing is None:
+                await self.service.create(self.endpoints, "v1", namespace, body)
+            elif (existing.get("subsets") or []) != subsets:
+                body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                await self.service.update(self.endpoints, "v1", namespace, name, body)
+        except ApiError as exc:
+            if exc.code != 409:  # a concurrent write: the next event brings the change again
+                raise
+
+    async def forget(self, namespace: str, name: str) -> None:
+        try:
+            await self.service.delete(self.endpoints, namespace, name)
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+
+
+def _endpoint_port(port: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A Service port as Endpoints list it: ``targetPort`` resolved (a container port's name becomes its number)."""
+    target = port.get("targetPort", port.get("port"))
+    if target is None:
+        return None
+    if isinstance(target, str) and not target.isdigit():
+        named = [
+            c_port.get("containerPort")
+            for pod in pods
+            for c in (pod.get("spec") or {}).get("containers") or []
+            for c_port in c.get("ports") or []
+            if c_port.get("name") == target
+        ]
+        if not named:
+            return None
+        target = named[0]
+    entry: dict[str, Any] = {"port": int(str(target)), "protocol": port.get("protocol", "TCP")}
+    if port.get("name"):
+        entry["name"] = port["name"]
+    return entry
+
+
 async def run_controllers(
     service: ApiService, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Reconcile everything once, then follow the store's events for pods, nodes and deployments."""
     scheduler = Scheduler(service)
     deployments = DeploymentController(service)
+    endpoints = EndpointsController(service)
     store = service.store
-    watcher = store.watch(["/pods", "/nodes", "apps/deployments"], None, store.rv)
+    watched = ["/pods", "/nodes", "apps/deployments", "/services"]
+    watcher = store.watch(watched, None, store.rv)
     task_status.started()
     try:
         for deployment in store.list("apps/deployments"):
             await deployments.sync(deployment["metadata"]["namespace"], deployment["metadata"]["name"])
+        for svc in store.list("/services"):
+            await endpoints.sync(svc["metadata"]["namespace"], svc["metadata"]["name"])
         await scheduler.retry_pending()
         while True:
             try:
                 event = await watcher.receive.receive()
             except trio.EndOfChannel:
                 # Fell behind and was dropped: start over from the current state.
-                watcher = store.watch(["/pods", "/nodes", "apps/deployments"], None, store.rv)
+                watcher = store.watch(watched, None, store.rv)
                 for deployment in store.list("apps/deployments"):
                     await deployments.sync(deployment["metadata"]["namespace"], deployment["metadata"]["name"])
                 await scheduler.retry_pending()
                 continue
             try:
                 await _handle(event, scheduler, deployments)
+                if event.key == "/services":
+                    if event.type == "DELETED":
+                        await endpoints.forget(event.namespace, event.name)
+                    else:
+                        await endpoints.sync(event.namespace, event.name)
+                elif event.key == "/pods":
+                    await endpoints.sync_namespace(event.namespace)
             except ApiError as exc:
                 log.warning("controllers: %s %s/%s: %s", event.type, event.namespace, event.name, exc)
     finally:

@@ -202,6 +202,8 @@ class EdgeMesh(BaseModule):
         assert self._listen_nursery is not None
         wanted: dict[tuple[str, str, str], ServicePort] = {}
         for (namespace, name), service in self.registry.services.items():
+            if service.headless:
+                continue  # as kube-proxy: a headless service's clients go to its endpoints' addresses directly
             for port in service.ports:
                 if port.protocol == "TCP":
                     wanted[(namespace, name, port.name or str(port.port))] = port
