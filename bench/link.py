@@ -53,7 +53,7 @@ def raise_nofile() -> None:
 async def worker(port: int, pki_dir: Path, first: int, count: int) -> None:
     from trio_websocket import open_websocket
 
-    from kubeedge import pki
+    from kubeedge.plugins.common import pki
 
     raise_nofile()
     ca = pki.CA.load(pki_dir)

@@ -32,7 +32,8 @@ from typing import Any
 
 import trio
 
-from kubeedge import BaseModule, Context, Kernel, Message, Plugins, pki
+from kubeedge import BaseModule, Context, Kernel, Message, Plugins
+from kubeedge.plugins.common import pki
 from kubeedge.profile import build_profile
 
 IMAGE = "localhost/busybox:latest"

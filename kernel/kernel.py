@@ -23,8 +23,8 @@ import trio_asyncio
 
 from .bus import Bus
 from .module import Context, Module
-from .profile import Profile, ProfileError, validate
-from .registry import PluginError, Plugins
+from .profile import Profile, validate
+from .registry import Plugins
 
 __all__ = ["Kernel", "KernelError", "ModuleFailed", "order_modules", "resolve"]
 
@@ -250,7 +250,3 @@ def _log_asyncio_error(loop: Any, context: dict[str, Any]) -> None:
     # an asyncio library's stray error is worth a log line, not an outage.
     exc = context.get("exception")
     log.error("asyncio: %s%s", context.get("message", "error"), f" ({type(exc).__name__}: {exc})" if exc else "")
-
-
-# Re-exported for the CLI's error handling.
-StartupErrors = (KernelError, PluginError, ProfileError)

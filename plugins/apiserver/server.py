@@ -44,7 +44,7 @@ class ApiServer(BaseModule):
         self.app: Any = None
 
     def _credentials(self, data_dir: Path, address: str) -> tuple[Path, Path, Path, str]:
-        from kubeedge import pki
+        from kubeedge.plugins.common import pki
 
         pki_dir = data_dir / "pki"
         ca = pki.CA.ensure(pki_dir)
@@ -90,7 +90,7 @@ class ApiServer(BaseModule):
             "current-context": "kubeedge",
             "preferences": {},
         }
-        from kubeedge import pki
+        from kubeedge.plugins.common import pki
 
         pki.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from kubeedge import Message, MessageError, pki
+from kubeedge import Message, MessageError
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.common.asgi import read_body, serve_lifespan
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ from typing import Any
 
 import trio
 
-from kubeedge import BaseModule, Context, Message, MessageError, pki
+from kubeedge import BaseModule, Context, Message, MessageError
+from kubeedge.plugins.common import pki
 
 from .queue import Entry, NodeQueue, needs_ack
 from .records import SqliteSyncRecords, SyncRecord, SyncRecords, compare_versions

@@ -103,7 +103,7 @@ def _unit(description: str, profile: Path) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from kubeedge import pki
+    from kubeedge.plugins.common import pki
 
     data_dir = Path(args.data_dir).expanduser().resolve()
     addresses = [a.strip() for a in args.advertise_address.split(",") if a.strip()]
@@ -170,7 +170,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_gettoken(args: argparse.Namespace) -> int:
-    from kubeedge import pki
+    from kubeedge.plugins.common import pki
 
     data_dir = Path(args.data_dir).expanduser()
     try:
@@ -198,7 +198,7 @@ def cmd_gettoken(args: argparse.Namespace) -> int:
 def cmd_join(args: argparse.Namespace) -> int:
     import trio
 
-    from kubeedge import pki
+    from kubeedge.plugins.common import pki
     from kubeedge.profile import NODE_NAME
 
     data_dir = Path(args.data_dir).expanduser().resolve()

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from kubeedge import Context, pki
+from kubeedge import Context
+from kubeedge.plugins.common import pki
 
 from .kubelet import KubeletApp
 from .tunnel import TunnelServer

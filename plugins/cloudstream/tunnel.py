@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.common.stream_protocol import (
     CLOSE,
     CONNECT_PATH,

@@ -19,7 +19,8 @@ from typing import Any
 
 import trio
 
-from kubeedge import BaseModule, Context, Message, MessageError, pki
+from kubeedge import BaseModule, Context, Message, MessageError
+from kubeedge.plugins.common import pki
 
 log = logging.getLogger("kubeedge.edgehub")
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from link_harness import Cloud, run_cloud
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import trio
 from link_harness import Cloud, run_cloud, run_edge
 
-from kubeedge import pki
 from kubeedge.plugins.cloudhub.keadm import main
+from kubeedge.plugins.common import pki
 
 
 async def _keadm(*argv: str) -> int:

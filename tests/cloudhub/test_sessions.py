@@ -10,7 +10,8 @@ import trio
 from link_harness import Cloud, ack, client_context, next_message, node_credentials, raw_client, run_cloud, until
 from trio_websocket import CloseReason, ConnectionClosed, ConnectionRejected, HandshakeError
 
-from kubeedge import Message, pki
+from kubeedge import Message
+from kubeedge.plugins.common import pki
 
 
 @pytest.fixture

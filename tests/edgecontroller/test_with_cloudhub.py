@@ -13,9 +13,10 @@ from typing import Any
 import trio
 from apiserver.helpers import DEVICE_MODEL, Cloud, device, manifest
 
-from kubeedge import BaseModule, Context, Kernel, Message, Plugins, pki
+from kubeedge import BaseModule, Context, Kernel, Message, Plugins
 from kubeedge.plugins.apiserver.server import ApiServer
 from kubeedge.plugins.cloudhub.hub import CloudHub
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.devicecontroller.controller import DeviceController
 from kubeedge.plugins.edgecontroller.controller import EdgeController
 from kubeedge.plugins.edgehub.hub import EdgeHub

@@ -9,8 +9,9 @@ import pytest
 import trio
 from link_harness import run_cloud, run_edge, until
 
-from kubeedge import Kernel, Message, Plugins, pki
+from kubeedge import Kernel, Message, Plugins
 from kubeedge.kernel import ModuleFailed
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.edgehub.hub import EdgeHub
 from kubeedge.profile import build_profile
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import trio
 from link_harness import run_cloud, run_edge, until
 
-from kubeedge import Message, pki
+from kubeedge import Message
+from kubeedge.plugins.common import pki
 
 LIFE_S = 3.0
 

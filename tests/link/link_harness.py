@@ -17,8 +17,9 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives import serialization
 
-from kubeedge import BaseModule, Context, Kernel, Message, Plugins, pki
+from kubeedge import BaseModule, Context, Kernel, Message, Plugins
 from kubeedge.plugins.cloudhub.hub import CloudHub
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.edgehub.hub import EdgeHub
 from kubeedge.plugins.metamanager.manager import MetaManager
 from kubeedge.profile import build_profile

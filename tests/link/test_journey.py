@@ -10,7 +10,8 @@ import httpx
 import yaml
 from link_procs import cloud_ports, keadm, kubeedge_run, poll, read_rows
 
-from kubeedge import Message, pki
+from kubeedge import Message
+from kubeedge.plugins.common import pki
 
 
 async def test_keadm_init_join_and_a_message_over_mutual_tls(tmp_path: Path) -> None:

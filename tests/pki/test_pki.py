@@ -1,4 +1,4 @@
-"""kernel/pki.py: CA, certificates, CSRs and KubeEdge's join token."""
+"""plugins/common/pki.py: CA, certificates, CSRs and KubeEdge's join token."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 
 
 @pytest.fixture(scope="module")
@@ -187,5 +187,5 @@ def test_importing_pki_does_not_load_cryptography() -> None:
     import subprocess
     import sys
 
-    code = "import sys, kubeedge.pki; print('cryptography' in sys.modules)"
+    code = "import sys, kubeedge.plugins.common.pki; print('cryptography' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -16,7 +16,8 @@ import pytest
 import trio
 from eventbus.edge_peers import mapper
 
-from kubeedge import Kernel, Message, Plugins, pki
+from kubeedge import Kernel, Message, Plugins
+from kubeedge.plugins.common import pki
 from kubeedge.plugins.router.module import MAX_MESSAGE_BYTES, Router
 from kubeedge.plugins.router.rules import ConfigRuleSource, path_matches, topic_matches
 from kubeedge.profile import build_profile

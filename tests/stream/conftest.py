@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import trio
 
-from kubeedge import BaseModule, Context, Kernel, Message, Plugins, pki
+from kubeedge import BaseModule, Context, Kernel, Message, Plugins
+from kubeedge.plugins.common import pki
 from kubeedge.profile import build_profile
 
 SESSION = uuid.uuid4().hex[:6]

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 
 from .conftest import IMAGE, KUBECTL, LABEL_NODE, NODE_PREFIX, PodmanHost, start_kernel
 

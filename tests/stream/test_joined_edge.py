@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 
 from .conftest import IMAGE, KUBECTL, NODE_PREFIX, PodmanHost, start_kernel
 

@@ -17,7 +17,7 @@ import dns.rdatatype
 import httpx
 import trio
 
-from kubeedge import pki
+from kubeedge.plugins.common import pki
 
 from .conftest import IMAGE, KUBECTL, NODE_PREFIX, PodmanHost, start_kernel
 

@@ -13,7 +13,8 @@ import trio
 from apiserver.helpers import DEVICE_MODEL, device, manifest, running_cloud
 from eventbus.edge_peers import mapper
 
-from kubeedge import Kernel, Plugins, pki
+from kubeedge import Kernel, Plugins
+from kubeedge.plugins.common import pki
 from kubeedge.profile import build_profile
 
 DEV = "$hw/events/device/default/thermo-1"

@@ -15,7 +15,8 @@ import pytest
 import trio
 from eventbus.edge_peers import CloudStub, Mosquitto, mapper
 
-from kubeedge import Kernel, Message, Plugins, pki
+from kubeedge import Kernel, Message, Plugins
+from kubeedge.plugins.common import pki
 from kubeedge.profile import build_profile
 
 NODE = "edge-1"
