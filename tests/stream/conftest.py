@@ -216,6 +216,51 @@ async def start_kernel(nursery: trio.Nursery, profile: dict[str, Any], data_dir:
     return node
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def joined_edge_modules(hub: Any, cloud_dir: Path, sockets: Path) -> dict[str, dict[str, Any]]:
+    """edgehub joining ``hub`` with a fresh token, metamanager, and edged on podman (network none)."""
+    return {
+        "edgehub": {
+            "server": f"127.0.0.1:{hub.port}",
+            "httpServer": f"https://127.0.0.1:{hub.https_port}",
+            "token": pki.make_token(pki.CA.load(cloud_dir / "pki")),
+            "heartbeat": 1,
+            "reconnectMin": 0.05,
+            "reconnectMax": 0.5,
+        },
+        "metamanager": {},
+        "edged": {
+            "podman": {"socket": str(sockets / "podman.sock"), "containersConf": "auto"},
+            "podNetwork": "none",
+            "relistInterval": 0.2,
+            "imageGC": {"intervalSeconds": 0},
+            "nodeIP": "127.0.0.1",
+        },
+    }
+
+
+async def run_kubectl(
+    kubeconfig: str, home: Path, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """The real kubectl against a test cloud, with a private HOME and discovery cache."""
+    with trio.fail_after(90):
+        return await trio.run_process(
+            [KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(home / "cache"), *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        )
+
+
 @dataclass
 class Cluster:
     cloud: Node

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -15,15 +14,16 @@ from typing import Any
 
 import trio
 
-from kubeedge.plugins.common import pki
-
-from .conftest import IMAGE, KUBECTL, LABEL_NODE, NODE_PREFIX, PodmanHost, start_kernel
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .conftest import (
+    IMAGE,
+    LABEL_NODE,
+    NODE_PREFIX,
+    PodmanHost,
+    free_port,
+    joined_edge_modules,
+    run_kubectl,
+    start_kernel,
+)
 
 
 async def test_deployment_runs_on_podman_and_survives_an_edge_restart_with_the_cloud_down(
@@ -47,38 +47,13 @@ async def test_deployment_runs_on_podman_and_survives_an_edge_restart_with_the_c
     edge_profile = {
         "role": "edge",
         "node": {"name": node},
-        "modules": {
-            "edgehub": {
-                "server": f"127.0.0.1:{hub_port}",
-                "httpServer": f"https://127.0.0.1:{https_port}",
-                "token": pki.make_token(pki.CA.load(cloud_dir / "pki")),
-                "heartbeat": 1,
-                "reconnectMin": 0.05,
-                "reconnectMax": 0.5,
-            },
-            "metamanager": {},
-            "edged": {
-                "podman": {"socket": str(sockets / "podman.sock"), "containersConf": "auto"},
-                "podNetwork": "none",
-                "relistInterval": 0.2,
-                "imageGC": {"intervalSeconds": 0},
-                "nodeIP": "127.0.0.1",
-            },
-        },
+        "modules": joined_edge_modules(cloud.module("cloudhub"), cloud_dir, sockets),
     }
     edge = await start_kernel(nursery, edge_profile, edge_dir, [])
     kubeconfig = str(cloud.module("apiserver").kubeconfig_path)
 
     async def kubectl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        with trio.fail_after(90):
-            return await trio.run_process(
-                [KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(home / "cache"), *args],
-                stdin=stdin,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-            )
+        return await run_kubectl(kubeconfig, home, *args, stdin=stdin)
 
     async def running_pods() -> dict[str, str]:
         """name -> uid of the Deployment's pods that the API shows Running on the edge."""

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import trio
 
-from kubeedge.plugins.common import pki
-
-from .conftest import IMAGE, KUBECTL, NODE_PREFIX, PodmanHost, start_kernel
+from .conftest import IMAGE, NODE_PREFIX, PodmanHost, joined_edge_modules, run_kubectl, start_kernel
 
 
 async def test_kubectl_logs_and_exec_on_a_joined_edge(
@@ -41,29 +39,13 @@ async def test_kubectl_logs_and_exec_on_a_joined_edge(
         [],
     )
     hub, stream = cloud.module("cloudhub"), cloud.module("cloudstream")
-    token = pki.make_token(pki.CA.load(cloud_dir / "pki"))
     edge = await start_kernel(
         nursery,
         {
             "role": "edge",
             "node": {"name": node},
             "modules": {
-                "edgehub": {
-                    "server": f"127.0.0.1:{hub.port}",
-                    "httpServer": f"https://127.0.0.1:{hub.https_port}",
-                    "token": token,
-                    "heartbeat": 1,
-                    "reconnectMin": 0.05,
-                    "reconnectMax": 0.5,
-                },
-                "metamanager": {},
-                "edged": {
-                    "podman": {"socket": str(sockets / "podman.sock"), "containersConf": "auto"},
-                    "podNetwork": "none",
-                    "relistInterval": 0.2,
-                    "imageGC": {"intervalSeconds": 0},
-                    "nodeIP": "127.0.0.1",
-                },
+                **joined_edge_modules(hub, cloud_dir, sockets),
                 "edgestream": {
                     "server": f"127.0.0.1:{stream.tunnel_port}",
                     "backoff": {"initialSeconds": 0.1, "maxSeconds": 0.5},
@@ -76,15 +58,7 @@ async def test_kubectl_logs_and_exec_on_a_joined_edge(
     kubeconfig = str(cloud.module("apiserver").kubeconfig_path)
 
     async def kubectl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        with trio.fail_after(90):
-            return await trio.run_process(
-                [KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(home / "cache"), *args],
-                stdin=stdin,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-            )
+        return await run_kubectl(kubeconfig, home, *args, stdin=stdin)
 
     try:
         with trio.fail_after(30):  # the node certificate comes from edgehub's bootstrap; edgestream waits for it

@@ -5,7 +5,6 @@ edgemesh's DNS: nginx-svc.default.svc.cluster.local resolves to the pod, and the
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -17,15 +16,7 @@ import dns.rdatatype
 import httpx
 import trio
 
-from kubeedge.plugins.common import pki
-
-from .conftest import IMAGE, KUBECTL, NODE_PREFIX, PodmanHost, start_kernel
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .conftest import IMAGE, NODE_PREFIX, PodmanHost, free_port, joined_edge_modules, run_kubectl, start_kernel
 
 
 async def test_nginx_svc_is_reached_by_name_at_the_edge(
@@ -56,20 +47,7 @@ async def test_nginx_svc_is_reached_by_name_at_the_edge(
             "role": "edge",
             "node": {"name": node},
             "modules": {
-                "edgehub": {
-                    "server": f"127.0.0.1:{hub.port}",
-                    "httpServer": f"https://127.0.0.1:{hub.https_port}",
-                    "token": pki.make_token(pki.CA.load(cloud_dir / "pki")),
-                    "heartbeat": 1,
-                },
-                "metamanager": {},
-                "edged": {
-                    "podman": {"socket": str(sockets / "podman.sock"), "containersConf": "auto"},
-                    "podNetwork": "none",
-                    "relistInterval": 0.2,
-                    "imageGC": {"intervalSeconds": 0},
-                    "nodeIP": "127.0.0.1",
-                },
+                **joined_edge_modules(hub, cloud_dir, sockets),
                 "edgemesh": {"dns": {"address": "127.0.0.1", "port": 0, "upstream": "127.0.0.1:9"}},
             },
         },
@@ -80,15 +58,7 @@ async def test_nginx_svc_is_reached_by_name_at_the_edge(
     kubeconfig = str(cloud.module("apiserver").kubeconfig_path)
 
     async def kubectl(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        with trio.fail_after(90):
-            return await trio.run_process(
-                [KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(home / "cache"), *args],
-                stdin=stdin,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-            )
+        return await run_kubectl(kubeconfig, home, *args, stdin=stdin)
 
     script = f"mkdir -p /www && echo hello from nginx-svc > /www/index.html && httpd -f -p {web_port} -h /www"
     manifest = f"""
