@@ -34,6 +34,7 @@ import trio
 
 from kubeedge import BaseModule, Context, Kernel, Message, Plugins
 from kubeedge.plugins.common import pki
+from kubeedge.plugins.edged.images import build_busybox_image
 from kubeedge.profile import build_profile
 
 IMAGE = "localhost/busybox:latest"
@@ -93,29 +94,6 @@ class Store(BaseModule):
 
 def podman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["podman", *args], env=env, capture_output=True, check=False)
-
-
-def ensure_image(env: dict[str, str]) -> None:
-    if podman(env, "image", "exists", IMAGE).returncode == 0:
-        return
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    root = Path(tempfile.mkdtemp(prefix="ke-rootfs-"))
-    try:
-        (root / "bin").mkdir()
-        shutil.copy(busybox, root / "bin" / "busybox")
-        for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
-            if applet != "busybox":
-                (root / "bin" / applet).symlink_to("busybox")
-        tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
-        subprocess.run(
-            ["podman", "import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', "-", IMAGE],
-            input=tar,
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def start(nursery: trio.Nursery, profile: dict[str, Any], data_dir: Path, extra: list[Any]) -> Kernel:
@@ -292,7 +270,7 @@ def main() -> None:
     conf.write_text(CONTAINERS_CONF)
     env = dict(os.environ, CONTAINERS_CONF=str(conf))
     try:
-        ensure_image(env)
+        build_busybox_image(env=env, image=IMAGE)
         result = trio.run(bench, args, work, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -145,14 +145,14 @@ def device(name: str = "thermo-1", node: str = "edge-1", setpoint: str = "20") -
 
 
 class RecordingHub:
-    """A module registered on the real bus as ``cloudhub``: records what the controllers send to edges and
-    injects what edges would send up (the routing a real cloudhub does is the test's job here)."""
+    """A module registered on the real bus as ``cloudhub`` (or under ``name``, standing in for an edge module):
+    records what it is sent and injects what edges would send up (the routing a real cloudhub does is the
+    test's job here)."""
 
-    name = "cloudhub"
-    group = "cloudhub"
     after: tuple[str, ...] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "cloudhub") -> None:
+        self.name = self.group = name
         self.received: list[Any] = []
         self.ctx: Any = None
         self._changed = trio.Event()

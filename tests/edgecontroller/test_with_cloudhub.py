@@ -5,15 +5,14 @@ the edge's metamanager (and edged), the Device reaches the edge's twin module as
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
-from apiserver.helpers import DEVICE_MODEL, Cloud, device, manifest
+from apiserver.helpers import DEVICE_MODEL, Cloud, RecordingHub, device, manifest
 
-from kubeedge import BaseModule, Context, Kernel, Message, Plugins
+from kubeedge import Kernel, Message, Plugins
 from kubeedge.plugins.apiserver.server import ApiServer
 from kubeedge.plugins.cloudhub.hub import CloudHub
 from kubeedge.plugins.common import pki
@@ -41,31 +40,6 @@ DEPLOYMENT = {
 }
 
 
-class Recorder(BaseModule):
-    """Stands in for an edge module (edged, twin): keeps what it receives."""
-
-    def __init__(self, name: str) -> None:
-        self.name = self.group = name
-        super().__init__({})
-        self.messages: list[Message] = []
-        self.changed = trio.Event()
-
-    async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        async for message in ctx.bus.channel(self.name):
-            self.messages.append(message)
-            self.changed.set()
-            self.changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[Message], bool], timeout: float = 15) -> Message:  # noqa: ASYNC109
-        with trio.fail_after(timeout):
-            while True:
-                for message in self.messages:
-                    if predicate(message):
-                        return message
-                await self.changed.wait()
-
-
 async def test_kubectl_deployment_and_device_reach_a_joined_edge(tmp_path: Path) -> None:
     cloud_dir, edge_dir = tmp_path / "cloud", tmp_path / "edge"
     api = ApiServer({"port": 0})
@@ -76,7 +50,7 @@ async def test_kubectl_deployment_and_device_reach_a_joined_edge(tmp_path: Path)
         await nursery.start(partial(cloud_kernel.run, handle_signals=False))
         cloud = Cloud(cloud_kernel, api, cloud_dir, cloud_dir / "kubectl-cache")
         token = pki.make_token(pki.CA.load(cloud_dir / "pki"))
-        edged, twin = Recorder("edged"), Recorder("twin")
+        edged, twin = RecordingHub("edged"), RecordingHub("twin")
         edge_hub = EdgeHub(
             {
                 "server": f"127.0.0.1:{hub.port}",
@@ -105,7 +79,7 @@ async def test_kubectl_deployment_and_device_reach_a_joined_edge(tmp_path: Path)
         assert "edge-1" in nodes and "Ready" in nodes and "agent,edge" in nodes
 
         await cloud.kubectl("apply", "-f", "-", stdin=manifest(DEPLOYMENT, DEVICE_MODEL, device()))
-        pod_at_edge = await edged.wait_for(lambda m: m.resource.startswith("default/pod/web-"))
+        pod_at_edge = await edged.wait_for(lambda m: m.resource.startswith("default/pod/web-"), timeout=15)
         assert pod_at_edge.content["spec"]["nodeName"] == "edge-1"
         name = pod_at_edge.content["metadata"]["name"]
 
@@ -118,7 +92,7 @@ async def test_kubectl_deployment_and_device_reach_a_joined_edge(tmp_path: Path)
         persisted = await edge_kernel.ctx.database().run(stored)
         assert any(key.endswith(f"pod/{name}") for key in persisted), sorted(persisted)
 
-        membership = await twin.wait_for(lambda m: m.resource == "membership")
+        membership = await twin.wait_for(lambda m: m.resource == "membership", timeout=15)
         added = membership.content["added_devices"][0]
         assert added["id"] == "default/thermo-1" and added["twin"]["setpoint"]["expected"]["value"] == "20"
 

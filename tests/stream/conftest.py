@@ -20,6 +20,7 @@ import trio
 
 from kubeedge import BaseModule, Context, Kernel, Message, Plugins
 from kubeedge.plugins.common import pki
+from kubeedge.plugins.edged.images import build_busybox_image
 from kubeedge.profile import build_profile
 
 SESSION = uuid.uuid4().hex[:6]
@@ -56,29 +57,6 @@ class PodmanHost:
             self.podman("rm", "-f", "-t", "0", *ids, check=False)
 
 
-def build_busybox(env: dict[str, str]) -> None:
-    """The offline busybox image: busybox-static and its applet links, imported with PATH and CMD set."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    root = Path(tempfile.mkdtemp(prefix="ke-rootfs-"))
-    try:
-        (root / "bin").mkdir()
-        shutil.copy(busybox, root / "bin" / "busybox")
-        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-        for applet in applets:
-            if applet != "busybox":
-                (root / "bin" / applet).symlink_to("busybox")
-        tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
-        subprocess.run(
-            ["podman", "import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', "-", IMAGE],
-            input=tar,
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def podman_host() -> Iterator[PodmanHost]:
     if shutil.which("podman") is None:
@@ -87,11 +65,10 @@ def podman_host() -> Iterator[PodmanHost]:
     conf = home / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
     host = PodmanHost(dict(os.environ, CONTAINERS_CONF=str(conf)))
-    if host.podman("image", "exists", IMAGE, check=False).returncode != 0:
-        try:
-            build_busybox(host.env)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            pytest.fail(f"cannot build the offline busybox image: {exc}")
+    try:
+        build_busybox_image(env=host.env, image=IMAGE)  # edged's own offline image builder; no-op when present
+    except OSError as exc:
+        pytest.fail(f"cannot build the offline busybox image: {exc}")
     probe = host.podman("run", "--rm", "--network=none", IMAGE, "true", check=False)
     if probe.returncode != 0:
         pytest.fail(f"podman cannot run a container here: {probe.stderr.strip()}")
