@@ -40,6 +40,7 @@ _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|z|[+-]\d\d:\
 class ContainerRecord:
     name: str
     id: str = ""
+    previous_id: str = ""  # the last dead attempt, kept (as kubelet keeps one) for `kubectl logs --previous`
     hash: str = ""
     restart_count: int = 0
     created_once: bool = False
@@ -182,13 +183,16 @@ class PodWorker:
         for name, attempts in by_name.items():
             attempts.sort(key=lambda c: int(c.labels.get(LABEL_RESTART_COUNT, "0") or 0))
             newest = attempts[-1]
+            previous = attempts[-2] if len(attempts) > 1 and attempts[-2].state != "running" else None
             for stale in attempts[:-1]:
-                await self.manager.runtime.remove_container(stale.id)
+                if stale is not previous or name not in wanted:
+                    await self.manager.runtime.remove_container(stale.id)
             if name not in wanted:
                 await self.manager.runtime.remove_container(newest.id)
                 continue
             record = self.records.setdefault(name, ContainerRecord(name))
             record.id = newest.id
+            record.previous_id = previous.id if previous is not None else ""
             record.hash = newest.labels.get(LABEL_HASH, "")
             record.restart_count = int(newest.labels.get(LABEL_RESTART_COUNT, "0") or 0)
             record.created_once = True
@@ -320,6 +324,19 @@ class PodWorker:
             return await self._start_new(container, record, restart=True)
         return await self._start_new(container, record, restart=record.created_once)
 
+    async def _retire(self, record: ContainerRecord) -> None:
+        """The record's container makes way for a new attempt: a dead one is kept as the previous attempt
+        (its logs stay readable), replacing the one kept before; a live one is removed."""
+        runtime = self.manager.runtime
+        current = await runtime.inspect_container(record.id)
+        if current is not None and current.state != "running":
+            if record.previous_id and record.previous_id != record.id:
+                await runtime.remove_container(record.previous_id)
+            record.previous_id = record.id
+        else:
+            await runtime.remove_container(record.id)
+        record.id = ""
+
     async def _start_new(self, container: dict[str, Any], record: ContainerRecord, *, restart: bool) -> float:
         """Replace the record's container (if any) with a new attempt and start it."""
         runtime = self.manager.runtime
@@ -329,8 +346,7 @@ class PodWorker:
             record.last_terminated = self._terminated(old)
         self._stop_probes(record)
         if record.id:
-            await runtime.remove_container(record.id)
-            record.id = ""
+            await self._retire(record)
         image = str(container.get("image", ""))
         try:
             await self.manager.ensure_image(image, str(container.get("imagePullPolicy") or ""))

@@ -167,6 +167,10 @@ async def test_crash_loop_backs_off_and_restart_policies(edge: Edge) -> None:
     await store.wait_status("default/crash", restarts, timeout=30)
     # backoff 0.5 s doubling to 2 s: the third restart waits about twice as long as the second
     assert times[3] - times[2] >= 0.9 and times[2] - times[1] >= 0.4
+    # the current attempt and the one dead attempt before it are kept, never more
+    kept = await edge.edged.runtime.list_containers({LABEL_POD: "crash"})
+    counts = sorted(int(c.labels[LABEL_RESTART_COUNT]) for c in kept)
+    assert len(counts) == 2 and counts[1] == counts[0] + 1 and counts[0] >= 2, counts
     history = [s["Status"] for s in store.statuses["default/crash"]]
     waiting = [container(s)["state"]["waiting"] for s in history if "waiting" in container(s)["state"]]
     assert any(w["reason"] == "CrashLoopBackOff" for w in waiting)
@@ -290,8 +294,10 @@ async def test_spec_change_replaces_the_container(edge: Edge) -> None:
     await store.put(pod, operation="update")
     after = await store.wait_status("default/changing", lambda s: running(s) and container(s)["containerID"] != before)
     assert container(after)["restartCount"] == 1
+    # the replaced attempt stays, stopped, as kubelet keeps one dead attempt (for `kubectl logs --previous`)
     listed = await edge.edged.runtime.list_containers({LABEL_POD: "changing"})
-    assert [c.labels[LABEL_RESTART_COUNT] for c in listed] == ["1"]
+    attempts = sorted((c.labels[LABEL_RESTART_COUNT], c.state) for c in listed)
+    assert attempts == [("0", "exited"), ("1", "running")], attempts
 
 
 async def test_images_offline(edge: Edge) -> None:

@@ -122,17 +122,25 @@ class Store(BaseModule):
             "edged", Message(source="metamanager", group="resource", operation="insert", resource=resource, content=pod)
         )
 
-    async def wait_running(self, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_status(
+        self,
+        namespace: str,
+        name: str,
+        done: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """The pod's last reported status once ``done(containerStatuses)`` holds for it."""
         key = f"{namespace}/{name}"
-
-        def running() -> bool:
-            statuses = self.statuses.get(key, {}).get("containerStatuses") or []
-            return bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
-
         with trio.fail_after(timeout):
-            while not running():
+            while not done(self.statuses.get(key, {}).get("containerStatuses") or []):
                 await self._changed.wait()
         return self.statuses[key]
+
+    async def wait_running(self, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:  # noqa: ASYNC109
+        def running(statuses: list[dict[str, Any]]) -> bool:
+            return bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
+
+        return await self.wait_status(namespace, name, running, timeout)
 
 
 def make_pod(name: str, node: str, containers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -322,6 +330,7 @@ async def cluster(podman_host: PodmanHost, tmp_path: Path, nursery: trio.Nursery
                     "relistInterval": 0.2,
                     "imageGC": {"intervalSeconds": 0},
                     "nodeIP": "127.0.0.1",
+                    "backoff": {"initialSeconds": 0.2, "maxSeconds": 1},
                 },
                 "edgestream": {
                     "server": f"127.0.0.1:{cloud.module('cloudstream').tunnel_port}",

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import re
 from functools import partial
+from typing import Any
 
 import trio
 
 from .conftest import Cluster, make_pod
 
 SCRIPT = "for i in 1 2 3 4 5; do echo line $i; done; echo to-stderr >&2; sleep 3600"
+# counts its attempts in an emptyDir (which outlives them): the first exits, the second stays up
+FLAKY = (
+    "n=$(( $(cat /work/n 2>/dev/null || echo 0) + 1 )); echo $n > /work/n; echo attempt $n; [ $n -ge 2 ] || exit 1; "
+)
+FLAKY += "sleep 3600"
 
 
 async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
@@ -24,8 +30,10 @@ async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
                 "command": ["sh", "-c", "echo side; sleep 3600"],
                 "env": [{"name": "WHO", "value": "side"}],
             },
+            {"name": "flaky", "command": ["sh", "-c", FLAKY], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
         ],
     )
+    pod["spec"]["volumes"] = [{"name": "work", "emptyDir": {}}]
     await cluster.create_pod(pod)
 
     # -f: the stream shows the lines as they are written (and kubectl is stopped once they are there)
@@ -60,9 +68,19 @@ async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
     assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d) side\n", result.stdout), (
         result.stdout
     )
-    # edged replaces a dead container with the next attempt, so there is no previous one to show: say so
+    # a container that never died has no previous attempt to show: say so
     result = await cluster.kubectl("logs", "busy", "-c", "side", "--previous")
     assert result.returncode != 0 and b"previous terminated container" in result.stderr, result.stderr
+
+    # edged keeps the last dead attempt, as kubelet does: --previous shows it, without it the current one
+    def restarted(statuses: list[dict[str, Any]]) -> bool:
+        return any(s["name"] == "flaky" and s["restartCount"] >= 1 and "running" in s["state"] for s in statuses)
+
+    await cluster.store.wait_status("default", "busy", restarted)
+    result = await cluster.kubectl("logs", "busy", "-c", "flaky")
+    assert result.returncode == 0 and result.stdout == b"attempt 2\n", result
+    result = await cluster.kubectl("logs", "busy", "-c", "flaky", "--previous")
+    assert result.returncode == 0 and result.stdout == b"attempt 1\n", result
     result = await cluster.kubectl("logs", "busy", "-c", "nosuch")
     assert result.returncode != 0 and b"nosuch" in result.stderr
 
