@@ -288,6 +288,14 @@ class ApiApp:
                 raise ApiError(404, "the server could not find the requested resource")
             await self.respond(send, 200, resources)
             return
+        if group == "metrics.k8s.io" or (not group and len(rest) >= 3 and rest[0] == "nodes" and rest[2] == "proxy"):
+            from . import metricsapi  # kubectl top and the node proxy: the nodes' stats through cloudstream
+
+            if group:
+                await metricsapi.serve(self, request, version, rest, send)
+            else:
+                await metricsapi.node_proxy(self, request, rest[1], rest[3:], send)
+            return
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]

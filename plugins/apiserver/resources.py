@@ -32,6 +32,7 @@ class ResourceType:
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
     printer_columns: dict[str, list[dict[str, Any]]] = field(default_factory=dict, hash=False, compare=False)
     builtin: bool = True
+    verbs: tuple[str, ...] = ALL_VERBS
 
     @property
     def key(self) -> str:
@@ -90,6 +91,9 @@ BUILTIN: tuple[ResourceType, ...] = (
         "apps", ("v1",), "ReplicaSet", "replicasets", "replicaset", True, ("rs",), ("all",), frozenset({"status"})
     ),
     ResourceType("coordination.k8s.io", ("v1",), "Lease", "leases", "lease", True),
+    # the resource metrics API (`kubectl top`), served from the nodes' stats by metricsapi.py, never stored
+    ResourceType("metrics.k8s.io", ("v1beta1",), "NodeMetrics", "nodes", "", False, verbs=("get", "list")),
+    ResourceType("metrics.k8s.io", ("v1beta1",), "PodMetrics", "pods", "", True, verbs=("get", "list")),
 )
 
 
@@ -172,7 +176,7 @@ class Registry:
                 "singularName": rtype.singular,
                 "namespaced": rtype.namespaced,
                 "kind": rtype.kind,
-                "verbs": list(ALL_VERBS),
+                "verbs": list(rtype.verbs),
             }
             if rtype.short_names:
                 entry["shortNames"] = list(rtype.short_names)

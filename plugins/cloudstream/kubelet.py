@@ -7,6 +7,8 @@ Routes, as kubelet's server has them:
 - ``/exec/{namespace}/{pod}[/{uid}]/{container}?command=..&stdin|input=&stdout|output=&stderr|error=&tty=``
   and ``/attach/...``: websocket, subprotocol ``v5.channel.k8s.io`` (or ``v4.channel.k8s.io``); channels 0
   stdin, 1 stdout, 2 stderr, 3 the final ``Status``, 4 resize, 255 close (v5).
+- ``GET /stats/summary`` (kubelet's Summary API, JSON) and ``GET /metrics/resource`` (Prometheus text, what
+  metrics-server scrapes): the node's answer, whole, with its content type.
 
 The node is the one the ``X-Kubeedge-Node`` header names (the embedded API server sets it), else the one whose
 InternalIP is the request's host, which is how a real API server's request for ``<node IP>:10350`` arrives.
@@ -34,10 +36,12 @@ from kubeedge.plugins.common.stream_protocol import (
     DATA,
     EXEC,
     LOGS,
+    METRIC,
     ExecRequest,
     Frame,
     FrameError,
     LogsRequest,
+    MetricsRequest,
     exec_status,
     k8s_status,
 )
@@ -93,6 +97,11 @@ class KubeletApp:
         parts = [p for p in scope["path"].split("/") if p]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         try:
+            if "/" + "/".join(parts) in MetricsRequest.PATHS:
+                if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+                    raise HttpError(405, f"{scope['path']} answers GET only")
+                await self.stats(scope, send, "/" + "/".join(parts))
+                return
             if not parts or parts[0] not in ("containerLogs", "exec", "attach") or len(parts) not in (4, 5):
                 raise HttpError(404, f"cloudstream: no such kubelet path {scope['path']!r}")
             if parts[0] == "containerLogs" and len(parts) != 4:
@@ -127,6 +136,10 @@ class KubeletApp:
         return self.tunnels.session_by_address(host)
 
     async def _open(self, session: Any, kind: int, request: bytes) -> TunnelStream:
+        stream, _ = await self._open_with_reply(session, kind, request)
+        return stream
+
+    async def _open_with_reply(self, session: Any, kind: int, request: bytes) -> tuple[TunnelStream, dict[str, Any]]:
         """Open a connection on the tunnel and wait for the edge to accept it (or say why not)."""
         stream: TunnelStream = session.open()
         try:
@@ -146,7 +159,35 @@ class KubeletApp:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
             raise
-        return stream
+        return stream, reply
+
+    # -- stats ------------------------------------------------------------------------------------------
+
+    async def stats(self, scope: dict[str, Any], send: Send, path: str) -> None:
+        """One of kubelet's stats paths, answered by the node whole (the body is small: one JSON document
+        or one Prometheus page), within ``request_timeout``."""
+        session = self.tunnel_for(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        stream, reply = await self._open_with_reply(session, METRIC, MetricsRequest(path, query).encode())
+        body = bytearray()
+        try:
+            with trio.move_on_after(self.request_timeout) as timeout:
+                while (frame := await stream.receive()) is not None and frame.type != CLOSE:
+                    if frame.type == DATA:
+                        body += frame.data[1:]
+            if timeout.cancelled_caught:
+                raise HttpError(504, f"node {session.node!r} did not finish {path} within {self.request_timeout:g} s")
+            if frame is None:
+                raise NodeOffline(f"node {session.node!r} went offline while answering {path}")
+            if reason := _close_reason(frame):
+                raise HttpError(500, f"node {session.node!r}: {path}: {reason}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+        content_type = str(reply.get("contentType") or "application/octet-stream").encode()
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": bytes(body) if scope.get("method") != "HEAD" else b""})
 
     # -- logs -------------------------------------------------------------------------------------------
 

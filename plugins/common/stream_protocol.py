@@ -9,7 +9,8 @@ type      number  data
 ========  ======  =====================================================================================
 logs      0       cloud -> edge: JSON :class:`LogsRequest` (opens a connection); edge -> cloud: JSON reply
 exec      1       cloud -> edge: JSON :class:`ExecRequest`; edge -> cloud: JSON reply
-metric    2       reserved (KubeEdge's stats)
+metric    2       cloud -> edge: JSON :class:`MetricsRequest` (a kubelet stats path); edge -> cloud: JSON
+                  reply ``{"ok": true, "contentType": ...}``, then the body in data frames (channel 1)
 data      3       one channel byte then bytes, the channels of ``v5.channel.k8s.io`` (0 stdin,
                   1 stdout, 2 stderr, 4 resize JSON, 255 + channel: that channel is closed)
 remove    4       cloud -> edge: the client went away, stop the connection
@@ -49,6 +50,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "LogsRequest",
+    "MetricsRequest",
     "decode_frame",
     "decode_uvarint",
     "encode_frame",
@@ -180,6 +182,29 @@ class ExecRequest:
             raise FrameError("exec request: command must be a list of strings")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+@dataclass
+class MetricsRequest:
+    """A GET of one of kubelet's stats paths on the node: ``/stats/summary`` (the Summary API, JSON) or
+    ``/metrics/resource`` (Prometheus text, what metrics-server scrapes). ``query`` is the raw query string."""
+
+    path: str
+    query: str = ""
+
+    PATHS = ("/stats/summary", "/metrics/resource")
+
+    def encode(self) -> bytes:
+        return json.dumps({"path": self.path, "query": self.query}).encode()
+
+    @classmethod
+    def decode(cls, data: Any) -> MetricsRequest:
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+            raise FrameError("metric request: path (a string) is required")
+        query = data.get("query") or ""
+        if not isinstance(query, str):
+            raise FrameError("metric request: query must be a string")
+        return cls(str(data["path"]), query)
 
 
 # -- Kubernetes Status objects ------------------------------------------------------------------------------

@@ -377,3 +377,31 @@ async def test_typed_create_commands_send_protobuf(cloud: Cloud) -> None:
     assert container["image"] == "busybox" and container["ports"] == [{"containerPort": 8080}]
     refused = await cloud.kubectl("create", "service", "clusterip", "web", "--tcp=80:80", check=False)
     assert refused.returncode != 0 and b"send JSON" in refused.stderr
+
+
+async def test_resource_metrics_api_is_discoverable_read_only_and_says_why_it_is_empty(cloud: Cloud) -> None:
+    """``kubectl top`` finds metrics.k8s.io; with no node answering it lists nothing, and writes are refused."""
+    resources = await cloud.kubectl("api-resources", "--api-group=metrics.k8s.io", "-o", "wide")
+    rows = {line.split()[0]: line for line in resources.stdout.decode().splitlines()[1:]}
+    assert set(rows) == {"nodes", "pods"}, rows
+    assert "NodeMetrics" in rows["nodes"] and "get,list" in rows["nodes"], rows
+    await cloud.kubectl("create", "-f", "-", stdin=json.dumps(NODE))
+    empty = await cloud.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes")
+    assert json.loads(empty.stdout) == {
+        "kind": "NodeMetricsList",
+        "apiVersion": "metrics.k8s.io/v1beta1",
+        "metadata": {},
+        "items": [],
+    }
+    top = await cloud.kubectl("top", "node", "edge-1", check=False)
+    # kubectl shows metrics-server's NotFound, and why: the node's stats are not reachable
+    assert b'nodemetrics.metrics.k8s.io "edge-1" not found' in top.stderr, top.stderr
+    assert b"cloudstream" in top.stderr, top.stderr
+    async with http_client(cloud, cloud.api.token) as client:
+        refused = await client.delete("/apis/metrics.k8s.io/v1beta1/nodes/edge-1")
+        assert refused.status_code == 405 and refused.json()["reason"] == "MethodNotAllowed"
+        # the node proxy needs the node's kubelet API, which is cloudstream's: not on this cloud
+        proxy = await client.get("/api/v1/nodes/edge-1/proxy/stats/summary")
+        assert proxy.status_code == 503 and "cloudstream" in proxy.json()["message"], proxy.text
+        unknown = await client.get("/api/v1/nodes/nosuch/proxy/stats/summary")
+        assert unknown.status_code == 404 and unknown.json()["details"]["name"] == "nosuch"
