@@ -132,3 +132,47 @@ async def test_kubectl_attach(cluster: Cluster) -> None:
                 seen += chunk
         process.terminate()
     assert b"tick " in seen
+
+
+async def test_kubectl_exec_it_in_a_terminal(cluster: Cluster) -> None:
+    """`kubectl exec -it POD -- sh` from a real terminal: the shell gets a TTY of the terminal's size, and
+    kubectl exits with the shell's status."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    await cluster.create_pod(make_pod("shell", cluster.node_name, [{"name": "main", "command": ["sleep", "3600"]}]))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    terminal = trio.lowlevel.FdStream(master)
+    seen = b""
+    async with terminal, trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                cluster.kubectl_command("exec", "-it", "shell", "--", "sh"),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                check=False,
+                env=dict(os.environ, HOME=cluster.home, TERM="xterm"),
+            )
+        )
+        os.close(slave)
+        with trio.fail_after(20):
+            while b"# " not in seen:  # busybox sh's prompt as root: the shell is up, on a terminal
+                seen += await terminal.receive_some()
+            await terminal.send_all(b"stty size; tty; exit 5\r")
+            while process.returncode is None:
+                try:
+                    chunk = await terminal.receive_some()
+                except OSError:  # EIO: every writer of the terminal has gone
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            await process.wait()
+    assert b"33 111" in seen, seen
+    assert b"/dev/pts/" in seen, seen
+    assert process.returncode == 5, (process.returncode, seen)
