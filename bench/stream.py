@@ -11,8 +11,12 @@ with a node certificate from the cloud CA. A busybox pod on the edge writes ``--
   podman's own exec through its API socket, with no tunnel and no kubectl.
 - ``logs_mb_per_s``: ``kubectl logs POD`` of the whole log, bytes received / wall time, best of 3.
   ``podman_logs_mb_per_s`` is ``podman logs`` of the same container, the yardstick in the same run.
+- ``stats_p50_ms`` / ``stats_p99_ms``: ``GET /stats/summary`` on cloudstream's kubelet API (what the node
+  proxy and ``kubectl top`` ask): tunnel -> edgestream -> /proc and podman's stats of each container ->
+  the Summary back, one keep-alive HTTPS client, ``--stats`` runs after a warm-up (whose CPU sample the
+  rest reuse). ``podman_stats_p50_ms`` is podman's own stats call for the pod's container, the yardstick.
 
-Run: ``.venv/bin/python bench/stream.py [--execs 40] [--log-mb 20]``; prints one JSON object.
+Run: ``.venv/bin/python bench/stream.py [--execs 40] [--log-mb 20] [--stats 40]``; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -237,7 +242,30 @@ async def bench(args: argparse.Namespace, work: Path, env: dict[str, str]) -> di
                 await api.post(f"/exec/{exec_id}/start", json={"Detach": False, "Tty": False})
                 await api.get(f"/exec/{exec_id}/json")
                 direct_execs.append((time.perf_counter() - began) * 1000)
+            direct_stats = []
+            for _ in range(20):
+                began = time.perf_counter()
+                (await api.get(f"/containers/{cid}/stats", params={"stream": "false"})).raise_for_status()
+                direct_stats.append((time.perf_counter() - began) * 1000)
         result["podman_exec_p50_ms"] = round(statistics.median(direct_execs), 1)
+        result["podman_stats_p50_ms"] = round(statistics.median(direct_stats), 1)
+
+        stream_module = module(cloud, "cloudstream")
+        context = ssl.create_default_context(cafile=stream_module.paths["ca"])
+        context.load_cert_chain(stream_module.paths["clientCert"], stream_module.paths["clientKey"])
+        async with httpx.AsyncClient(
+            base_url=f"https://127.0.0.1:{stream_module.stream_port}", verify=context, headers={"x-kubeedge-node": node}
+        ) as kubelet:
+            stats = []
+            for _ in range(args.stats + 1):
+                began = time.perf_counter()
+                reply = await kubelet.get("/stats/summary")
+                stats.append((time.perf_counter() - began) * 1000)
+                if reply.status_code != 200 or not any(p["podRef"]["name"] == "bench" for p in reply.json()["pods"]):
+                    raise SystemExit(f"/stats/summary: {reply.status_code} {reply.text[:300]}")
+        stats = sorted(stats[1:])
+        result["stats_p50_ms"] = round(statistics.median(stats), 1)
+        result["stats_p99_ms"] = round(stats[min(len(stats) - 1, int(len(stats) * 0.99))], 1)
         result["exec_runs"] = args.execs
         result["log_bytes"] = expected
 
@@ -264,6 +292,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--execs", type=int, default=40)
     parser.add_argument("--log-mb", type=int, default=20)
+    parser.add_argument("--stats", type=int, default=40, help="timed /stats/summary requests")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ke-bench-stream-"))
     conf = work / "containers.conf"

@@ -176,6 +176,11 @@ class BleDriver(Driver):
 
         for uuid in by_uuid:
             await client.start_notify(uuid, handler(uuid))
+        # a value that changed between connecting and subscribing was notified to no one (a device notifies
+        # on change only): read each once now, so a reconnect never leaves a stale twin behind
+        for uuid_points in by_uuid.values():
+            for point, value in zip(uuid_points, await self.read(uuid_points), strict=True):
+                emit(point, value)
         await self.lost.wait()
         raise DeviceUnreachable("the device disconnected")
 
