@@ -167,7 +167,7 @@ async def test_kubectl_exec_it_in_a_terminal(cluster: Cluster) -> None:
             while process.returncode is None:
                 try:
                     chunk = await terminal.receive_some()
-                except OSError:  # EIO: every writer of the terminal has gone
+                except trio.BrokenResourceError:  # EIO: every writer of the terminal has gone
                     break
                 if not chunk:
                     break
