@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -95,6 +96,19 @@ async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
 
     result = await cluster.kubectl("exec", "busy", "-c", "side", "--", "sh", "-c", "echo $WHO")
     assert result.returncode == 0 and result.stdout == b"side\n"
+
+    # kubectl cp is tar over exec, both ways: a file goes in and comes back byte for byte
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    local = Path(cluster.home) / "payload.bin"
+    await trio.Path(local).write_bytes(payload)
+    result = await cluster.kubectl("cp", str(local), "busy:/tmp/payload.bin", "-c", "main")
+    assert result.returncode == 0, result.stderr.decode()
+    result = await cluster.kubectl("exec", "busy", "-c", "main", "--", "wc", "-c", "/tmp/payload.bin")
+    assert result.stdout.split()[0] == str(len(payload)).encode(), result.stdout
+    back = Path(cluster.home) / "back.bin"
+    result = await cluster.kubectl("cp", "busy:/tmp/payload.bin", str(back), "-c", "main")
+    assert result.returncode == 0, result.stderr.decode()
+    assert await trio.Path(back).read_bytes() == payload
 
     # the node goes offline: a clear error naming it, at once
     assert cluster.edge is not None
