@@ -11,6 +11,7 @@ APT_PACKAGES=(
     dbus libdbus-1-dev libglib2.0-dev bluez  # private D-Bus + python-dbusmock's BlueZ for BLE tests
     podman runc busybox-static uidmap fuse-overlayfs slirp4netns containernetworking-plugins  # edged
     containerd                             # edged's CRI runtime
+    iptables                               # cloudstream's DNAT of the nodes' kubelet port
 )
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -6,7 +6,9 @@ It serves two ports, as KubeEdge's cloudcore does:
   node certificate (mutual TLS against the cloud CA, ``<data-dir>/pki/ca.crt``); see :mod:`.tunnel`.
 - ``streamPort`` (10003): the kubelet API an API server calls (HTTPS; clients must show a certificate of
   ``clientCA``, default the cloud CA); see :mod:`.kubelet`. ``kubeletPort`` (e.g. 10350) binds the same API
-  once more, for a real cluster whose API server reaches nodes at ``<node IP>:10350``.
+  once more. A real cluster's API server calls nodes at ``<node IP>:10350``: with ``iptables`` (on by default
+  when there is no embedded API server and the process is root) that port is DNATed to ``streamPort`` on this
+  host, as KubeEdge's iptables manager does; see :mod:`.iptables`.
 
 The serving certificate is ``<data-dir>/pki/stream.{crt,key}`` (from the cloud CA); the client certificate
 the embedded API server uses is ``<data-dir>/pki/stream-client.{crt,key}``. Bound ports and those paths are
@@ -41,6 +43,20 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "requestTimeout": {"type": "number", "exclusiveMinimum": 0, "description": "wait for the edge's answer"},
         "handshakeTimeout": {"type": "number", "exclusiveMinimum": 0},
         "pingInterval": {"type": "number", "exclusiveMinimum": 0, "description": "tunnel keepalive (seconds)"},
+        "iptables": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "DNAT of the nodes' kubelet port to streamPort, for a real API server (see iptables.py)",
+            "properties": {
+                "mode": {
+                    "enum": ["auto", "on", "off"],
+                    "description": "auto (default): on with a real cluster (no embedded apiserver) when root",
+                },
+                "chain": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,28}$", "description": "nat chain name"},
+                "nodePort": {"type": "integer", "minimum": 1, "maximum": 65535, "description": "default 10350"},
+                "toAddress": {"type": "string", "description": "DNAT target (default advertiseAddress, 127.0.0.1)"},
+            },
+        },
     },
 }
 
@@ -64,6 +80,7 @@ class CloudStream(BaseModule):
         self.tunnels: Any = None
         self.app: Any = None
         self.paths: dict[str, str] = {}
+        self.rules: Any = None  # the iptables rules kept while serving, if any
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         from .server import serve

@@ -128,6 +128,7 @@ async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStat
             module.address,
             module.stream_port,
         )
+        rules = await _install_rules(module, ctx)
         task_status.started()
         try:
             await trio.sleep_forever()
@@ -135,6 +136,48 @@ async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStat
             app.stopping.set()
             stop.set()
             nursery.cancel_scope.deadline = trio.current_time() + 2
+            if rules is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await rules.remove()
+
+
+async def _install_rules(module: CloudStream, ctx: Context) -> Any:
+    """The iptables DNAT a real API server needs (see iptables.py), when the config and the host allow."""
+    import ipaddress
+
+    from .iptables import DEFAULT_CHAIN, DEFAULT_NODE_PORT, StreamRules, decide, iptables_command
+
+    settings = dict(module.config.get("iptables") or {})
+    command = iptables_command()
+    wanted, why = decide(
+        str(settings.get("mode", "auto")),
+        embedded_api="apiserver" in ctx.profile.modules,
+        is_root=os.geteuid() == 0,
+        iptables=command,
+    )
+    if not wanted:
+        log.log(logging.WARNING if "DNAT" in why else logging.DEBUG, "cloudstream: no iptables rules: %s", why)
+        return None
+    assert command is not None
+
+    def is_ip(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return text not in ("0.0.0.0", "::")
+
+    default = next((a for a in [module.address, *module.advertise] if is_ip(a)), "127.0.0.1")
+    rules = StreamRules(
+        chain=str(settings.get("chain", DEFAULT_CHAIN)),
+        node_port=int(settings.get("nodePort", DEFAULT_NODE_PORT)),
+        to_address=str(settings.get("toAddress") or default),
+        to_port=module.stream_port,
+        command=command,
+    )
+    await rules.install()
+    module.rules = rules
+    return rules
 
 
 async def _keepalive(tunnels: TunnelServer, interval: float) -> None:

@@ -298,7 +298,15 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(podman_host: PodmanHost, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
+def cloudstream_config() -> dict[str, Any]:
+    """More settings for the cloud's cloudstream in ``cluster`` (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def cluster(
+    podman_host: PodmanHost, tmp_path: Path, nursery: trio.Nursery, cloudstream_config: dict[str, Any]
+) -> AsyncIterator[Cluster]:
     cloud_dir, edge_dir = tmp_path / "cloud", tmp_path / "edge"
     node_name = f"{NODE_PREFIX}{uuid.uuid4().hex[:6]}"
     cloud = await start_kernel(
@@ -308,7 +316,13 @@ async def cluster(podman_host: PodmanHost, tmp_path: Path, nursery: trio.Nursery
             "node": {"name": "cloud"},
             "modules": {
                 "apiserver": {"port": 0, "scheduler": False},
-                "cloudstream": {"address": "127.0.0.1", "tunnelPort": 0, "streamPort": 0, "pingInterval": 5},
+                "cloudstream": {
+                    "address": "127.0.0.1",
+                    "tunnelPort": 0,
+                    "streamPort": 0,
+                    "pingInterval": 5,
+                    **cloudstream_config,
+                },
             },
         },
         cloud_dir,
