@@ -26,22 +26,6 @@ log = logging.getLogger("kubeedge.cloudstream")
 CLIENT_CN = "kube-apiserver-kubelet-client"
 
 
-def _covers(ca: pki.CA, crt: Path, wanted: list[str]) -> bool:
-    from cryptography import x509
-
-    if not crt.exists() or not crt.with_suffix(".key").exists():
-        return False
-    cert = pki.cert_from_bytes(crt.read_bytes())
-    if not ca.verifies(cert):
-        return False
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    have = {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
-    return set(wanted) <= have
-
-
 def prepare_pki(data_dir: Path, advertise: list[str]) -> dict[str, str]:
     """The serving pair and the API server's client pair, issued by the cloud CA when missing or stale."""
     from cryptography import x509
@@ -52,7 +36,7 @@ def prepare_pki(data_dir: Path, advertise: list[str]) -> dict[str, str]:
     ca = pki.CA.ensure(pki_dir)
     crt, key = pki_dir / "stream.crt", pki_dir / "stream.key"
     wanted = sorted({*advertise, "127.0.0.1", "localhost"} - {"0.0.0.0", "::", ""})
-    if not _covers(ca, crt, wanted):
+    if not pki.server_cert_covers(ca, crt, wanted):
         cert, private = pki.issue_server_cert(ca, wanted, common_name="cloudstream")
         pki.write_private(key, pki.key_pem(private))
         crt.write_bytes(pki.cert_pem(cert))

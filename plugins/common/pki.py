@@ -322,6 +322,24 @@ def issue_server_cert(
     return cert, key
 
 
+def server_cert_covers(ca: CA, crt: Path, wanted: list[str]) -> bool:
+    """Whether the serving pair ``crt`` (+ the ``.key`` beside it) exists, was issued by ``ca`` and names every
+    address in ``wanted`` among its SANs: if not, it is to be issued again."""
+    from cryptography import x509
+
+    if not crt.exists() or not crt.with_suffix(".key").exists():
+        return False
+    cert = cert_from_bytes(crt.read_bytes())
+    if not ca.verifies(cert):
+        return False
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    have = {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
+    return set(wanted) <= have
+
+
 def make_csr(node: str, key: Key | None = None) -> tuple[x509.CertificateSigningRequest, Key]:
     """The CSR an edge node sends: ``CN=system:node:<node>``, ``O=system:nodes``."""
     from cryptography import x509
