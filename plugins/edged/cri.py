@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from .runtime import (
     ContainerConfig,
     ContainerRuntime,
     ContainerStatus,
+    ContainerUsage,
     ImageInfo,
     RuntimeError_,
 )
@@ -475,6 +477,38 @@ state = "{self.state_dir / "state"}"
             timeout=timeout + 5,
         )
         return int(reply.exit_code), bytes(reply.stdout) + bytes(reply.stderr)
+
+    async def container_stats(self, container_id: str) -> ContainerUsage | None:
+        try:
+            reply = await self._call(
+                f"stats of {container_id[:12]}",
+                self.runtime.ContainerStats,
+                cri.ContainerStatsRequest(container_id=container_id),
+            )
+        except RuntimeError_ as exc:
+            if exc.not_found:
+                return None
+            raise
+        stats = reply.stats
+        if not stats.HasField("cpu") or not stats.cpu.HasField("usage_core_nano_seconds"):
+            return None
+        memory = stats.memory if stats.HasField("memory") else None
+
+        def value(field: str) -> int | None:
+            if memory is None or not memory.HasField(field):
+                return None
+            return int(getattr(memory, field).value)
+
+        usage = value("usage_bytes")
+        working_set = value("working_set_bytes")
+        stamp = stats.cpu.timestamp or (memory.timestamp if memory is not None else 0)
+        return ContainerUsage(
+            timestamp=stamp / 1e9 if stamp > 0 else time.time(),
+            cpu_usage_ns=int(stats.cpu.usage_core_nano_seconds.value),
+            memory_usage_bytes=usage if usage is not None else (working_set or 0),
+            memory_working_set_bytes=working_set if working_set is not None else (usage or 0),
+            memory_rss_bytes=value("rss_bytes"),
+        )
 
     async def container_logs(self, container_id: str, tail: int | None = None) -> str:
         reply = await self._call(

@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,13 @@ from .runtime import (
     ContainerConfig,
     ContainerRuntime,
     ContainerStatus,
+    ContainerUsage,
     ImageInfo,
     RuntimeError_,
+    epoch_seconds,
 )
 
-__all__ = ["CONTAINERS_CONF", "PodmanRuntime", "demultiplex"]
+__all__ = ["CONTAINERS_CONF", "PodmanRuntime", "demultiplex", "docker_stats_usage"]
 
 log = logging.getLogger("kubeedge.edged.podman")
 
@@ -136,6 +139,36 @@ def libpod_spec(config: ContainerConfig, pod_id: str) -> dict[str, Any]:
     if limits:
         spec["resource_limits"] = limits
     return spec
+
+
+def docker_stats_usage(data: dict[str, Any], now: float | None = None) -> ContainerUsage | None:
+    """A Docker-compatible ``/containers/{id}/stats`` reply as a :class:`ContainerUsage` (None without CPU
+    numbers). Working set is usage minus inactive file pages (cgroup v1 ``total_inactive_file``, v2
+    ``inactive_file``), as kubelet computes it."""
+    cpu = ((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    if not isinstance(cpu, int | float):
+        return None
+    memory = data.get("memory_stats") or {}
+    details = memory.get("stats") or {}
+    usage = int(memory.get("usage") or 0)
+    inactive = details.get("total_inactive_file", details.get("inactive_file"))
+    working_set = max(0, usage - int(inactive)) if isinstance(inactive, int | float) else usage
+    rss = details.get("total_rss", details.get("rss", details.get("anon")))
+    networks = data.get("networks")
+    traffic: dict[str, int | None] = dict.fromkeys(("rx_bytes", "tx_bytes", "rx_errors", "tx_errors"))
+    if isinstance(networks, dict) and networks:
+        for key in traffic:
+            values = [n[key] for n in networks.values() if isinstance(n, dict) and isinstance(n.get(key), int)]
+            traffic[key] = sum(values) if values else None
+    timestamp = epoch_seconds(str(data.get("read") or ""))
+    return ContainerUsage(
+        timestamp=timestamp if timestamp is not None else (now if now is not None else time.time()),
+        cpu_usage_ns=int(cpu),
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=working_set,
+        memory_rss_bytes=int(rss) if isinstance(rss, int | float) else None,
+        **traffic,
+    )
 
 
 def _state(raw: str) -> Any:
@@ -546,6 +579,13 @@ class PodmanRuntime(ContainerRuntime):
                 )
             )
         return found
+
+    async def container_stats(self, container_id: str) -> ContainerUsage | None:
+        reply = await self.client.get(f"/containers/{container_id}/stats", params={"stream": "false"})
+        if reply.status_code in (404, 409):  # gone, or not running any more
+            return None
+        data = self._check_reply(reply, f"stats of {container_id[:12]}").json()
+        return docker_stats_usage(data) if isinstance(data, dict) else None
 
     async def wait_container(self, container_id: str) -> int:
         """Wait for the container to exit; its exit code."""

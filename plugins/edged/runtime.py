@@ -28,10 +28,12 @@ __all__ = [
     "ContainerConfig",
     "ContainerRuntime",
     "ContainerStatus",
+    "ContainerUsage",
     "ImageInfo",
     "Mount",
     "PortMapping",
     "RuntimeError_",
+    "epoch_seconds",
 ]
 
 # Kubelet's label names, so `podman ps --filter label=io.kubernetes.pod.name=x` works as users expect.
@@ -45,6 +47,27 @@ LABEL_HASH = "io.kubernetes.container.hash"
 LABEL_RESTART_COUNT = "io.kubernetes.container.restartCount"
 
 State = Literal["created", "running", "exited", "unknown"]
+
+
+def epoch_seconds(value: str) -> float | None:
+    """An RFC 3339 time as runtimes write them (up to nanoseconds, ``Z`` or an offset) in seconds since the
+    epoch; None when empty, Go's zero time, or unreadable."""
+    from datetime import datetime
+
+    if not value or value.startswith("0001-01-01"):
+        return None
+    head, zone, fraction = value[:19], value[19:], 0.0
+    if zone.startswith("."):
+        digits = zone[1:]
+        end = len(digits) - len(digits.lstrip("0123456789"))
+        fraction = float("0." + digits[:end]) if end else 0.0
+        zone = digits[end:]
+    if zone in ("Z", "z", ""):
+        zone = "+00:00"
+    try:
+        return datetime.fromisoformat(head + zone).timestamp() + fraction
+    except ValueError:
+        return None
 
 
 class RuntimeError_(Exception):
@@ -110,6 +133,25 @@ class ContainerStatus:
     message: str = ""
     ip: str = ""
     pid: int = 0
+
+
+@dataclass
+class ContainerUsage:
+    """One sample of a running container's resource use (what kubelet's Summary API reports per container).
+
+    ``None`` means the runtime does not know (never invented); the network numbers are the container's
+    network namespace, summed over its interfaces.
+    """
+
+    timestamp: float  # seconds since the epoch, when the runtime read the numbers
+    cpu_usage_ns: int  # cumulative CPU time, core-nanoseconds
+    memory_usage_bytes: int
+    memory_working_set_bytes: int  # usage minus inactive file pages, as kubelet counts it
+    memory_rss_bytes: int | None = None
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    rx_errors: int | None = None
+    tx_errors: int | None = None
 
 
 @dataclass
@@ -193,6 +235,11 @@ class ContainerRuntime(abc.ABC):
 
     @abc.abstractmethod
     async def container_logs(self, container_id: str, tail: int | None = None) -> str: ...
+
+    async def container_stats(self, container_id: str) -> ContainerUsage | None:
+        """One sample of a running container's CPU, memory and network use; None when the runtime cannot
+        report it (this default) or the container is gone."""
+        return None
 
     # -- pod sandboxes (optional: runtimes that group a pod's containers, as CRI and podman pods do) -----
 

@@ -1,4 +1,4 @@
-"""The ``edgestream`` module: the edge end of cloudstream's tunnel (``kubectl logs/exec/attach`` to this node).
+"""The ``edgestream`` module: the edge end of cloudstream's tunnel (``kubectl logs/exec/attach``, node stats).
 
 It dials ``wss://<server>/v1/kubeedge/connect`` (cloudstream's ``tunnelPort``, 10004) with the node's
 certificate from ``pki`` (default ``<data-dir>/pki``, where edgehub's bootstrap stores ``ca.crt``,
@@ -6,6 +6,7 @@ certificate from ``pki`` (default ``<data-dir>/pki``, where edgehub's bootstrap 
 against the containers edged runs. The container runtime is edged's: the class the
 ``kubeedge_container_runtime`` hook names for ``modules.edged.runtime`` (default ``podman``), built with
 edged's section for it, attached to the API service edged started rather than starting another.
+Stats connections get kubelet's ``/stats/summary`` and ``/metrics/resource`` for this node (``stats.py``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class EdgeStream(BaseModule):
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         from .client import TunnelClient
         from .containers import Containers
+        from .stats import StatsCollector
 
         if self.pki_dir == Path():
             self.pki_dir = ctx.data_dir / "pki"
@@ -120,7 +122,9 @@ class EdgeStream(BaseModule):
             self.internal_ip = str((ctx.profile.modules.get("edged") or {}).get("nodeIP") or "127.0.0.1")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_runtime, ctx)
-            client = TunnelClient(self, ctx.node_name, Containers(_LazyRuntime(self), ctx.node_name))
+            runtime = _LazyRuntime(self)
+            stats = StatsCollector(runtime, ctx.node_name, ctx.data_dir)
+            client = TunnelClient(self, ctx.node_name, Containers(runtime, ctx.node_name), stats)
             nursery.start_soon(client.run)
             task_status.started()
 

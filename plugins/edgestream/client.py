@@ -19,6 +19,7 @@ import trio
 
 from kubeedge.plugins.common.stream_protocol import (
     ATTACH,
+    CHANNEL_STDOUT,
     CLOSE,
     CONNECT_PATH,
     DATA,
@@ -32,11 +33,13 @@ from kubeedge.plugins.common.stream_protocol import (
     Frame,
     FrameError,
     LogsRequest,
+    MetricsRequest,
     decode_frame,
     encode_frame,
 )
 
 from .containers import ContainerNotFound, Containers
+from .stats import StatsCollector, StatsError
 
 if TYPE_CHECKING:
     from . import EdgeStream
@@ -48,10 +51,13 @@ FRAME_BYTES = 256 * 1024
 
 
 class TunnelClient:
-    def __init__(self, module: EdgeStream, node: str, containers: Containers) -> None:
+    def __init__(
+        self, module: EdgeStream, node: str, containers: Containers, stats: StatsCollector | None = None
+    ) -> None:
         self.module = module
         self.node = node
         self.containers = containers
+        self.stats = stats
         self.handlers: dict[int, tuple[trio.CancelScope, trio.MemorySendChannel[bytes]]] = {}
         self.ws: Any = None
         self.outbox: trio.MemorySendChannel[bytes] | None = None
@@ -183,8 +189,15 @@ class TunnelClient:
             with scope:
                 try:
                     if frame.type == METRIC:
-                        raise ContainerNotFound("stats are not served by this edge", code=501)
-                    if frame.type == LOGS:
+                        if self.stats is None:
+                            raise ContainerNotFound("stats are not served by this edge", code=501)
+                        content_type, body = await self.stats.serve(MetricsRequest.decode(frame.json()))
+                        reply = {"ok": True, "contentType": content_type}
+                        await self.send(cid, METRIC, json.dumps(reply).encode())
+                        replied = True
+                        await output(CHANNEL_STDOUT, body)
+                        await self.send(cid, CLOSE, b"{}")
+                    elif frame.type == LOGS:
                         logs = LogsRequest.decode(frame.json())
                         found = await self.containers.find(
                             logs.namespace, logs.pod, logs.container, previous=logs.previous
@@ -207,8 +220,8 @@ class TunnelClient:
                         else:
                             code = await self.containers.attach(request, found.id, inbound, output)
                         await self.send(cid, CLOSE, json.dumps({"exitCode": code}).encode())
-                except (ContainerNotFound, FrameError) as exc:
-                    status = exc.code if isinstance(exc, ContainerNotFound) else 400
+                except (ContainerNotFound, StatsError, FrameError) as exc:
+                    status = exc.code if isinstance(exc, ContainerNotFound | StatsError) else 400
                     await self._fail(cid, frame.type, replied, status, str(exc))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     raise

@@ -101,6 +101,8 @@ async def test_runtime_on_private_containerd(image_archives: list[Path], tmp_pat
         assert status is not None and status.state == "running" and status.labels[LABEL_UID] == "uid-1"
         code, output = await runtime.exec_in_container(container_id, ["sh", "-c", "echo $WHO; exit 3"], timeout=5)
         assert (code, output) == (3, b"cri\n")
+        usage = await runtime.container_stats(container_id)
+        assert usage is not None and usage.cpu_usage_ns > 0 and usage.memory_working_set_bytes > 0, usage
         assert [c.id for c in await runtime.list_containers({LABEL_UID: "uid-1"})] == [container_id]
         await runtime.stop_container(container_id, 10)
         stopped = await runtime.inspect_container(container_id)
@@ -108,6 +110,7 @@ async def test_runtime_on_private_containerd(image_archives: list[Path], tmp_pat
         assert await runtime.container_logs(container_id) == "started cri\n"
         await runtime.remove_container(container_id)
         assert await runtime.inspect_container(container_id) is None
+        assert await runtime.container_stats(container_id) is None
         assert list(await runtime.pod_sandboxes({LABEL_UID: "uid-1"})) == ["uid-1"]  # kept for the next attempt
         await runtime.remove_pod_sandbox("uid-1")
         assert await runtime.pod_sandboxes({LABEL_UID: "uid-1"}) == {} and runtime._sandboxes == {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from kubeedge.plugins.edged.images import BUSYBOX_IMAGE
-from kubeedge.plugins.edged.podman import PodmanRuntime, demultiplex
+from kubeedge.plugins.edged.podman import PodmanRuntime, demultiplex, docker_stats_usage
 from kubeedge.plugins.edged.runtime import ContainerConfig, Mount
 
 from .conftest import NODE_PREFIX, PodmanHost, socket_dir
@@ -22,6 +22,30 @@ def test_demultiplex_frames() -> None:
     )
     assert demultiplex(frames) == b"out\nerr\n"
     assert demultiplex(b"plain tty output") == b"plain tty output"
+
+
+def test_docker_stats_usage() -> None:
+    v2 = {
+        "read": "2026-11-22T03:15:53.5Z",
+        "cpu_stats": {"cpu_usage": {"total_usage": 1_090_636_898}},
+        "memory_stats": {"usage": 10_000, "stats": {"inactive_file": 4_000, "anon": 5_000}},
+        "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 20, "rx_errors": 1, "tx_errors": 0}, "eth1": {"rx_bytes": 5}},
+    }
+    usage = docker_stats_usage(v2)
+    assert usage is not None
+    assert (usage.timestamp, usage.cpu_usage_ns) == (1795317353.5, 1_090_636_898)
+    assert (usage.memory_usage_bytes, usage.memory_working_set_bytes, usage.memory_rss_bytes) == (10_000, 6_000, 5_000)
+    assert (usage.rx_bytes, usage.tx_bytes, usage.rx_errors, usage.tx_errors) == (15, 20, 1, 0)
+    v1 = {
+        "cpu_stats": {"cpu_usage": {"total_usage": 7}},
+        "memory_stats": {"usage": 100, "stats": {"total_inactive_file": 30, "total_rss": 50}},
+    }
+    usage = docker_stats_usage(v1, now=12.0)
+    assert usage is not None and usage.timestamp == 12.0  # no read time: the caller's clock
+    assert (usage.memory_working_set_bytes, usage.memory_rss_bytes, usage.rx_bytes) == (70, 50, None)
+    bare = docker_stats_usage({"cpu_stats": {"cpu_usage": {"total_usage": 7}}, "memory_stats": {"usage": 100}}, now=1)
+    assert bare is not None and (bare.memory_working_set_bytes, bare.memory_rss_bytes) == (100, None)
+    assert docker_stats_usage({"memory_stats": {"usage": 100}}) is None  # nothing about CPU: no sample
 
 
 async def test_container_lifecycle(podman_host: PodmanHost, tmp_path: Path, nursery: trio.Nursery) -> None:
@@ -75,6 +99,8 @@ async def test_container_lifecycle(podman_host: PodmanHost, tmp_path: Path, nurs
             )
         )
         await runtime.start_container(second)
+        usage = await runtime.container_stats(second)
+        assert usage is not None and usage.cpu_usage_ns > 0 and usage.memory_working_set_bytes > 0, usage
         listed = {c.id: c for c in await runtime.list_containers({"test": labels["test"]})}
         assert set(listed) == {first, second}
         assert listed[second].state == "running" and listed[first].state == "exited"
@@ -89,6 +115,7 @@ async def test_container_lifecycle(podman_host: PodmanHost, tmp_path: Path, nurs
             await runtime.remove_container(container)
             await runtime.remove_container(container)  # absent: fine
             assert await runtime.inspect_container(container) is None
+        assert await runtime.container_stats(second) is None  # gone: nothing to report
         assert await runtime.list_containers({"test": labels["test"]}) == []
     finally:
         nursery.cancel_scope.cancel()
