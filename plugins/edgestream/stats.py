@@ -67,6 +67,7 @@ LABEL_NODE = "io.kubeedge.node"
 
 RATE_MIN_SECONDS, RATE_MAX_SECONDS = 0.2, 600.0
 RESAMPLE_SECONDS = 0.3
+LAST_RATES_MAX_AGE = 10.0  # a request within this of the previous one may reuse its rates
 POD_INTERFACE = "eth0"  # kubelet's name for a pod's network
 
 
@@ -602,8 +603,13 @@ class StatsCollector:
         self.runtime = runtime
         self.node = node
         self.data_dir = data_dir
-        self._previous: dict[str, tuple[float, int]] = {}
+        # earlier counters, spaced at least RATE_MIN_SECONDS apart, newest last: a request right after another
+        # measures its rates against an older one instead of waiting for a fresh interval
+        self._history: list[dict[str, tuple[float, int]]] = []
+        self._last_rates: dict[str, int] = {}
+        self._last_rates_at = 0.0
         self._started: dict[str, float | None] = {}  # container id -> start time (it never changes)
+        self._image_fs_path: Path | None = None  # asked once: podman's /info is slow and the path never changes
 
     async def serve(self, request: MetricsRequest) -> tuple[str, bytes]:
         """(content type, body) for ``request``; raises :class:`StatsError` with the HTTP status."""
@@ -667,21 +673,44 @@ class StatsCollector:
 
     async def _image_fs(self, host: HostSample) -> None:
         try:
-            path = await self.runtime.image_fs()
+            if self._image_fs_path is None:
+                self._image_fs_path = Path(await self.runtime.image_fs())
             images = await self.runtime.list_images()
         except Exception as exc:
             log.debug("edgestream: node %s: image fs: %r", self.node, exc)
             return
-        host.image_fs = await trio.to_thread.run_sync(fs_stats, Path(path))
+        host.image_fs = await trio.to_thread.run_sync(fs_stats, self._image_fs_path)
         host.image_bytes = sum(int(image.size) for image in images)
+
+    def _rates(self, counters: dict[str, tuple[float, int]]) -> dict[str, int | None]:
+        """Each counter's rate against the newest earlier sample far enough back; failing that, the rate the
+        last request measured (requests closer together than RATE_MIN_SECONDS share one interval)."""
+        rates: dict[str, int | None] = {}
+        for key, value in counters.items():
+            rate = next((r for past in reversed(self._history) if (r := _rate(past.get(key), value)) is not None), None)
+            if rate is None and value[0] - self._last_rates_at <= LAST_RATES_MAX_AGE:
+                rate = self._last_rates.get(key)
+            rates[key] = rate
+        return rates
+
+    def _remember(self, counters: dict[str, tuple[float, int]], rates: dict[str, int | None]) -> None:
+        self._last_rates = {key: rate for key, rate in rates.items() if rate is not None}
+        newest = max((t for t, _ in counters.values()), default=0.0)
+        self._last_rates_at = newest
+        if self._history:
+            last = max((t for t, _ in self._history[-1].values()), default=0.0)
+            if newest - last < RATE_MIN_SECONDS:
+                return  # too close to the last one kept: it stays the base for the next request
+        self._history = [*self._history[-2:], counters]
 
     async def collect(self, *, only_cpu_and_memory: bool = False) -> Snapshot:
         containers = await self._containers()
         latest = await self._sample(containers, memory=True, full=not only_cpu_and_memory)
         counters = latest.counters()
-        base = self._previous
-        if any(_rate(base.get(key), value) is None for key, value in counters.items()):
-            # no usable earlier sample for some counter: measure a short interval now
+        rates = self._rates(counters)
+        if any(rate is None for rate in rates.values()):
+            # nothing earlier to measure some counter against: measure a short interval now
+            base = counters
             await trio.sleep(RESAMPLE_SECONDS)
             second = await self._sample(containers, memory=False, full=False)
             second.host.meminfo, second.host.vmstat = latest.host.meminfo, latest.host.vmstat
@@ -695,10 +724,10 @@ class StatsCollector:
                 latest.host.image_bytes,
             )
             second.errors += latest.errors
-            base, latest = counters, second
+            latest = second
             counters = latest.counters()
-        rates = {key: _rate(base.get(key), value) for key, value in counters.items()}
-        self._previous = counters
+            rates = {key: _rate(base.get(key), value) for key, value in counters.items()}
+        self._remember(counters, rates)
         live = {c.id for c in containers}
         self._started = {cid: start for cid, start in self._started.items() if cid in live}
 

@@ -16,6 +16,7 @@ from kubeedge.plugins.edgestream.stats import (
     PidStat,
     PodSample,
     Snapshot,
+    StatsCollector,
     _rate,
     default_interface,
     fs_stats,
@@ -271,3 +272,21 @@ async def test_collector_answers_404_and_503(tmp_path: Path) -> None:
         await collector.serve(MetricsRequest("/metrics/cadvisor"))
     assert caught.value.code == 404
     assert "/metrics/cadvisor" in str(caught.value) and "/metrics/resource" in str(caught.value)
+
+
+def test_requests_close_together_measure_against_an_older_sample_and_never_a_stale_one() -> None:
+    collector = StatsCollector(runtime=None, node="n", data_dir=None)
+    first = {"node": (100.0, 0)}
+    assert collector._rates(first) == {"node": None}  # nothing earlier: the caller samples an interval itself
+    collector._remember(first, {"node": None})
+    second = {"node": (101.0, 1_000_000_000)}
+    assert collector._rates(second) == {"node": 1_000_000_000}
+    collector._remember(second, collector._rates(second))
+    # 50 ms later: too close to the second sample, so the rate is taken against the first (1.05 s back)
+    third = {"node": (101.05, 1_100_000_000)}
+    assert collector._rates(third) == {"node": int(1_100_000_000 / 1.05)}
+    # a counter whose only earlier sample is too close reuses the rate measured just before
+    collector._history = [second]
+    assert collector._rates(third) == {"node": 1_000_000_000}
+    # ten minutes on, nothing earlier describes now: no rate, so the caller samples again
+    assert collector._rates({"node": (800.0, 9_000_000_000)}) == {"node": None}
