@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .convert import TWIN_TYPES
+from .push import SUPPORTED as PUSH_KINDS
 
 __all__ = ["DeviceConfig", "DeviceError", "Point", "PropertySpec", "load_device_files", "parse_device"]
 
@@ -61,6 +62,10 @@ class Point:
     report_to_cloud: bool = True
     desired: str | None = None
     push_mqtt: dict[str, Any] | None = None
+    push_http: dict[str, Any] | None = None
+    push_otel: dict[str, Any] | None = None
+    #: pushMethod kinds this SDK does not send (``dbMethod``...): the runtime says so once
+    push_unsupported: tuple[str, ...] = ()
     #: whatever the driver's ``prepare`` returned for this point.
     prepared: Any = None
 
@@ -252,7 +257,7 @@ def parse_device(device: dict[str, Any], model: dict[str, Any] | None) -> Device
                     prop.get("collectCycle"),
                     prop.get("reportCycle"),
                     prop.get("reportToCloud", True) is not False,
-                    (prop.get("pushMethod") or {}).get("mqtt"),
+                    prop.get("pushMethod"),
                 )
             )
         data_topic = None
@@ -268,6 +273,7 @@ def parse_device(device: dict[str, Any], model: dict[str, Any] | None) -> Device
                 )
             model_prop = PropertySpec(prop_name)
         collect_cycle = _cycle(collect, DEFAULT_CYCLE)
+        methods: dict[str, Any] = push if isinstance(push, dict) else {}
         points.append(
             Point(
                 name=prop_name,
@@ -277,7 +283,10 @@ def parse_device(device: dict[str, Any], model: dict[str, Any] | None) -> Device
                 report_cycle=_cycle(report, collect_cycle),
                 report_to_cloud=to_cloud,
                 desired=desired.get(prop_name),
-                push_mqtt=dict(push) if isinstance(push, dict) else None,
+                push_mqtt=_push_method(methods, "mqtt"),
+                push_http=_push_method(methods, "http"),
+                push_otel=_push_method(methods, "otel"),
+                push_unsupported=tuple(sorted(k for k, v in methods.items() if k not in PUSH_KINDS and v)),
             )
         )
     state_report = spec.get("stateReport") or {}
@@ -293,6 +302,11 @@ def parse_device(device: dict[str, Any], model: dict[str, Any] | None) -> Device
         state_report_cycle=_cycle(state_report.get("reportCycle"), 0) or None,
         raw=device,
     )
+
+
+def _push_method(methods: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    found = methods.get(kind)
+    return dict(found) if isinstance(found, dict) else None
 
 
 def pair_documents(documents: Iterable[dict[str, Any]], source: str = "") -> list[DeviceConfig]:

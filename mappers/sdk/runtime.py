@@ -11,6 +11,7 @@ turns ``twin/update/delta`` into checked writes followed by a fresh reported val
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import trio
 
-from . import twin
+from . import push, twin
 from .convert import check_range, format_value, from_device, parse_value, to_device
 from .device import DeviceConfig, DeviceError, Point, parse_device
 from .driver import Driver, DriverSpec, WriteRefused
@@ -28,6 +29,9 @@ from .specs import validate_device
 __all__ = ["DeviceWorker", "Mapper", "bridge_asyncio"]
 
 log = logging.getLogger("kubeedge.mappers")
+
+WEB_PUSH_BACKLOG = 256
+WEB_PUSH_TIMEOUT = 5.0  # seconds, when pushMethod.http names no timeout
 
 
 def bridge_asyncio() -> None:
@@ -267,8 +271,12 @@ class DeviceWorker:
             if data:
                 await self.mapper.publish(self.device.data_topic, twin.data_update(data))
         for point in points:
-            if point.push_mqtt and point.name in self.values:
+            if point.name not in self.values:
+                continue
+            if point.push_mqtt:
                 await self.mapper.push(point.push_mqtt, twin.data_update({point.name: self.values[point.name]}))
+            if point.push_http or point.push_otel:
+                self.mapper.push_web(self.device, point, *self.values[point.name])
 
     async def _subscribe(self, driver: Driver, points: list[Point]) -> None:
         send, receive = trio.open_memory_channel[tuple[Point, Any]](1024)
@@ -407,6 +415,9 @@ class Mapper:
         self.workers: dict[str, DeviceWorker] = {}
         self._from_membership: set[str] = set()
         self._push_clients: dict[str, MqttClient] = {}
+        # http/otel pushes go out from one task, so a slow endpoint never holds up twin reports
+        self._web_out, self._web_in = trio.open_memory_channel[tuple[str, bytes, str, float]](WEB_PUSH_BACKLOG)
+        self._web_failing: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
 
@@ -434,6 +445,7 @@ class Mapper:
             bridge_asyncio()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._web_sender)
             if self.client is not None:
                 await self.client.subscribe(twin.DELTA_FILTER)
                 if self.membership:
@@ -482,6 +494,53 @@ class Mapper:
             topic, payload, qos=min(int(method.get("qos") or 0), 1), retain=bool(method.get("retained"))
         )
 
+    def push_web(self, device: DeviceConfig, point: Point, value: str, kind: str) -> None:
+        """Queue a property's ``pushMethod.http`` / ``otel`` sends (see push.py); dropped, said once, when the
+        endpoints fall behind by more than ``WEB_PUSH_BACKLOG`` sends."""
+        stamp = twin.now_ms()
+        sends: list[tuple[str, bytes, str, float]] = []
+        if point.push_http:
+            try:
+                url = push.http_url(point.push_http)
+            except ValueError as exc:
+                self._web_failed(f"{device.id}/{point.name}", f"device {device.id} property {point.name}: {exc}")
+            else:
+                timeout = float(point.push_http.get("timeout") or 0) / 1000 or WEB_PUSH_TIMEOUT
+                body = push.http_body(point.name, value, stamp)
+                sends.append((url, body, "application/x-www-form-urlencoded", timeout))
+        if point.push_otel and point.push_otel.get("endpointURL"):
+            export = push.otlp_gauge(device.name, device.namespace, point.name, value, kind, stamp)
+            if export is not None:
+                url = str(point.push_otel["endpointURL"])
+                sends.append((url, json.dumps(export).encode(), "application/json", WEB_PUSH_TIMEOUT))
+        for send in sends:
+            try:
+                self._web_out.send_nowait(send)
+            except trio.WouldBlock:
+                self._web_failed(send[0], f"push to {send[0]} is {WEB_PUSH_BACKLOG} sends behind; dropping")
+
+    def _web_failed(self, key: str, message: str) -> None:
+        if key not in self._web_failing:
+            self._web_failing.add(key)
+            log.warning("mapper %s: %s", self.label, message)
+
+    async def _web_sender(self) -> None:
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            async for url, body, content_type, timeout in self._web_in:
+                try:
+                    headers = {"content-type": content_type}
+                    reply = await client.post(url, content=body, headers=headers, timeout=timeout)
+                    problem = f"HTTP {reply.status_code}" if reply.status_code >= 300 else ""
+                except httpx.HTTPError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                if problem:
+                    self._web_failed(url, f"push to {url} failed: {problem} (said once until it works again)")
+                elif url in self._web_failing:
+                    self._web_failing.discard(url)
+                    log.info("mapper %s: push to %s works again", self.label, url)
+
     def _push_client(self, address: str) -> MqttClient:
         client = self._push_clients.get(address)
         if client is None:
@@ -520,6 +579,16 @@ class Mapper:
             return None
         worker = DeviceWorker(self, device, spec)
         self.workers[device.id] = worker
+        for point in device.points:
+            if point.push_unsupported:
+                log.warning(
+                    "mapper %s: device %s property %s: pushMethod %s is not sent by this mapper (it sends %s)",
+                    spec.protocol,
+                    device.id,
+                    point.name,
+                    ", ".join(point.push_unsupported),
+                    ", ".join(push.SUPPORTED),
+                )
         assert self._nursery is not None
         self._nursery.start_soon(worker.run)
         self._notify()

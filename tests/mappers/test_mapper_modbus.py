@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
@@ -248,4 +249,96 @@ async def test_v1alpha2_device_with_data_topic_and_v1beta1_push_method(
         assert data["data"]["temperature"]["metadata"]["type"] == "double"
         pushed_data = await edge.wait_for("custom/setpoint")
         assert pushed_data["data"]["setpoint"]["value"] == "9"
+        nursery.cancel_scope.cancel()
+
+
+class Receiver:
+    """An HTTP endpoint on 127.0.0.1 (a real socket) that keeps every POST: path, content type, body."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str, bytes]] = []
+        self.changed = trio.Event()
+        self.port = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        async def handle(stream: trio.SocketStream) -> None:
+            buffer = b""
+            async with stream:
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = await stream.receive_some()
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    lines = head.decode().split("\r\n")
+                    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+                    length = int(headers.get("content-length", "0"))
+                    while len(buffer) < length:
+                        buffer += await stream.receive_some()
+                    body, buffer = buffer[:length], buffer[length:]
+                    self.posts.append((lines[0].split()[1], headers.get("content-type", ""), body))
+                    self.changed.set()
+                    self.changed = trio.Event()
+                    await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self.port)
+        await trio.serve_listeners(handle, listeners)
+
+    async def wait_for(self, path: str) -> tuple[str, bytes]:
+        with trio.fail_after(10):
+            while True:
+                for seen, content_type, body in self.posts:
+                    if seen == path:
+                        return content_type, body
+                await self.changed.wait()
+
+
+async def test_push_method_http_and_otel_reach_their_endpoints(modbus_tcp: ModbusSim, mosquitto: str) -> None:
+    """pushMethod.http posts KubeEdge's form body; pushMethod.otel exports an OTLP/HTTP JSON gauge; dbMethod,
+    which this SDK does not send, leaves the device working."""
+    from urllib.parse import parse_qs
+
+    await modbus_tcp.set(3, 20, [42])
+    await modbus_tcp.set(3, 0, [215])
+    receiver = Receiver()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(receiver.serve)
+        pushed = device(
+            "pusher",
+            "plc-model",
+            {"ip": "127.0.0.1", "port": modbus_tcp.port},
+            {"setpoint": VISITORS["setpoint"], "temperature": VISITORS["temperature"]},
+            extra={
+                "setpoint": {
+                    "pushMethod": {
+                        "http": {"hostName": "http://127.0.0.1", "port": port, "requestPath": "/setpoint"},
+                        "dbMethod": {"redis": {"redisClientConfig": {"addr": "127.0.0.1:6379"}}},
+                    }
+                },
+                "temperature": {"pushMethod": {"otel": {"endpointURL": f"http://127.0.0.1:{port}/v1/metrics"}}},
+            },
+        )
+        config = parse_device(pushed, MODEL)
+        assert [p.push_unsupported for p in config.points] == [("dbMethod",), ()]
+        mapper = Mapper([modbus_spec()], broker=mosquitto, devices=[config])
+        await nursery.start(mapper.run)
+
+        content_type, body = await receiver.wait_for("/setpoint")
+        assert content_type == "application/x-www-form-urlencoded"
+        form = parse_qs(body.decode())
+        assert form["setpoint"] == ["42"]
+        assert len(form["time"][0]) == len("2026-11-22 03:52:28"), form
+
+        content_type, body = await receiver.wait_for("/v1/metrics")
+        assert content_type == "application/json"
+        export = json.loads(body)
+        resource = export["resourceMetrics"][0]
+        attributes = {a["key"]: a["value"]["stringValue"] for a in resource["resource"]["attributes"]}
+        assert attributes["device.name"] == "pusher" and attributes["device.namespace"] == "default"
+        metric = resource["scopeMetrics"][0]["metrics"][0]
+        assert metric["name"] == "temperature"
+        assert metric["gauge"]["dataPoints"][0]["asDouble"] == 21.5
         nursery.cancel_scope.cancel()

@@ -303,3 +303,22 @@ def test_check_device_for_the_cloud_finds_the_spec_and_names_the_bad_field() -> 
     assert caught.value.path == "spec.protocol.macAddress"
     other = device("d", "m", {}, {"t": {}}, protocol="zigbee")
     assert check_device(other, beta_model) is None
+
+
+def test_push_payloads() -> None:
+    from kubeedge.mappers.sdk import push
+
+    assert push.http_url({"hostName": "10.0.0.5", "port": 8080, "requestPath": "data"}) == "http://10.0.0.5:8080/data"
+    assert push.http_url({"hostName": "https://sink.example/", "requestPath": "/in"}) == "https://sink.example/in"
+    with pytest.raises(ValueError, match="hostName is empty"):
+        push.http_url({"port": 80})
+    assert push.http_body("a b", "1&2", 0).startswith(b"a%20b=1%262&time=")
+
+    def point(value: str, kind: str) -> dict[str, Any] | None:
+        export = push.otlp_gauge("d", "ns", "p", value, kind, 1_000)
+        return None if export is None else export["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+
+    assert point("7", "int") == {"name": "p", "gauge": {"dataPoints": [{"timeUnixNano": "1000000000", "asInt": "7"}]}}
+    assert point("true", "boolean")["gauge"]["dataPoints"][0]["asInt"] == "1"  # type: ignore[index]
+    assert point("2.5", "float")["gauge"]["dataPoints"][0]["asDouble"] == 2.5  # type: ignore[index]
+    assert point("hello", "string") is None  # a string is no metric
