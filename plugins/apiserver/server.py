@@ -95,13 +95,15 @@ class ApiServer(BaseModule):
         pki.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        import hypercorn.trio
         from hypercorn.config import Config
+
+        from kubeedge.plugins.common import front
 
         from .app import ApiApp
         from .resources import Registry
         from .scheduler import run_controllers
         from .service import ApiService
+        from .spdy import serve_spdy
         from .store import Store
 
         address = str(self.config.get("address", "127.0.0.1"))
@@ -135,7 +137,12 @@ class ApiServer(BaseModule):
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)
             await self.service.ensure_namespaces()
-            binds = await nursery.start(partial(hypercorn.trio.serve, self.app, config, shutdown_trigger=stop.wait))
+            # hypercorn serves the app; the front takes pods/exec|attach upgraded to SPDY/3.1 (spdy.py), which
+            # ASGI cannot hand an app, and passes every other connection to hypercorn in this process
+            upgrade = partial(serve_spdy, self.app)
+            binds = await nursery.start(
+                partial(front.serve, self.app, config, upgrade=upgrade, shutdown_trigger=stop.wait)
+            )
             bound = binds[0].rsplit(":", 1)
             self.port = int(bound[1])
             host = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address

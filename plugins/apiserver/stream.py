@@ -11,8 +11,9 @@ kubelet API of that node, which for edge nodes is cloudstream's (it answers thro
 - the node is named in the ``X-Kubeedge-Node`` header;
 - ``log`` is relayed as a streamed ``text/plain`` body, ``exec``/``attach`` websocket messages
   (``v5.channel.k8s.io``, ``v4.channel.k8s.io``) both ways verbatim, so the exit status on channel 3 is
-  kubelet's. Errors are ``Status`` objects: 404 for an unknown pod, 400 for a pod without a node or a bad
-  container, 503 naming the node when it is offline or cloudstream is not running.
+  kubelet's; exec/attach upgraded to SPDY/3.1 are relayed as raw bytes by spdy.py (before hypercorn).
+  Errors are ``Status`` objects: 404 for an unknown pod, 400 for a pod without a node or a bad container,
+  503 naming the node when it is offline or cloudstream is not running.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ async def handle(app: Any, scope: dict[str, Any], receive: Receive, send: Send) 
                 raise StreamError(400, "pods/log is plain HTTP, not a websocket")
             await _logs(endpoint, node, namespace, name, container, query, receive, send)
         elif scope["type"] != "websocket":
-            # kubectl falls back to SPDY when the websocket upgrade fails: the node's answer (offline, or
-            # websockets only) is what it should show, so this asks cloudstream too
+            # a plain request, neither websocket nor SPDY (SPDY upgrades never get here: the front in
+            # spdy.py takes them): the node's answer (offline, or which upgrade it needs) is what to show
             await _spdy(endpoint, node, sub, namespace, name, container, send)
         else:
             await _exec(endpoint, node, sub, namespace, name, container, scope, query, receive, send)

@@ -7,6 +7,9 @@ Routes, as kubelet's server has them:
 - ``/exec/{namespace}/{pod}[/{uid}]/{container}?command=..&stdin|input=&stdout|output=&stderr|error=&tty=``
   and ``/attach/...``: websocket, subprotocol ``v5.channel.k8s.io`` (or ``v4.channel.k8s.io``); channels 0
   stdin, 1 stdout, 2 stderr, 3 the final ``Status``, 4 resize, 255 close (v5).
+- the same ``/exec`` and ``/attach`` upgraded to SPDY/3.1 (``X-Stream-Protocol-Version`` v4/v3/v2), as a
+  kube-apiserver calls kubelet: served on the raw connection by spdy_exec.py, behind the front in
+  plugins/common/front.py.
 - ``GET /stats/summary`` (kubelet's Summary API, JSON) and ``GET /metrics/resource`` (Prometheus text, what
   metrics-server scrapes): the node's answer, whole, with its content type.
 
@@ -117,8 +120,8 @@ class KubeletApp:
                 self.tunnel_for(scope)  # an offline node is named first
                 raise HttpError(
                     400,
-                    "cloudstream serves exec/attach over websockets (v5.channel.k8s.io, v4.channel.k8s.io); "
-                    "SPDY is not supported",
+                    "exec/attach need an upgrade: a websocket (v5.channel.k8s.io, v4.channel.k8s.io) or "
+                    "SPDY/3.1 (Connection: Upgrade, Upgrade: SPDY/3.1)",
                 )
             await self.exec(scope, receive, send, query, kind, namespace, pod, container)
         except HttpError as exc:

@@ -66,8 +66,11 @@ def tunnel_ssl_context(paths: dict[str, str]) -> ssl.SSLContext:
 
 
 async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStatus[Any]) -> None:
-    import hypercorn.trio
     from hypercorn.config import Config
+
+    from kubeedge.plugins.common import front
+
+    from .spdy_exec import serve_spdy
 
     paths = await trio.to_thread.run_sync(prepare_pki, ctx.data_dir, module.advertise)
     client_ca = str(module.config.get("clientCA") or paths["ca"])
@@ -91,7 +94,12 @@ async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStat
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(tunnels.serve, ssl_ctx, module.address, module.tunnel_port)
         module.tunnel_port = listeners[0].transport_listener.socket.getsockname()[1]
-        binds = await nursery.start(partial(hypercorn.trio.serve, cast(Any, app), config, shutdown_trigger=stop.wait))
+        # hypercorn serves the app; a front in the same process takes the SPDY/3.1 upgrades (exec/attach as a
+        # kube-apiserver calls them), which ASGI cannot hand an app
+        spdy = partial(serve_spdy, app)
+        binds = await nursery.start(
+            partial(front.serve, cast(Any, app), config, upgrade=spdy, shutdown_trigger=stop.wait)
+        )
         module.stream_port = int(binds[0].rsplit(":", 1)[1])
         if module.kubelet_port is not None and len(binds) > 1:
             module.kubelet_port = int(binds[-1].rsplit(":", 1)[1])
