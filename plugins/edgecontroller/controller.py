@@ -548,9 +548,20 @@ class EdgeController(BaseModule):
         await self.mark_pods_not_ready(name)
 
     async def mark_pods_not_ready(self, node: str) -> None:
-        """As the node lifecycle controller does: the node's pods stay, but no longer count as Ready."""
-        assert self.kube is not None and self.pods is not None
-        for pod in self.pods.items():
+        """As the node lifecycle controller does: the node's pods stay, but no longer count as Ready.
+
+        The pods are read from the API, not the informer's cache: a status the node reported just before it
+        went silent may not have reached the cache yet, and a pod it still shows as not Ready would stay Ready.
+        """
+        assert self.kube is not None
+        try:
+            listed = await self.kube.call(
+                self.kube.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}"
+            )
+        except Exception as exc:
+            log.warning("edgecontroller: listing the pods of node %s failed: %s", node, exc)
+            return
+        for pod in (listed or {}).get("items") or []:
             if (pod.get("spec") or {}).get("nodeName") != node:
                 continue
             conditions = list((pod.get("status") or {}).get("conditions") or [])
