@@ -116,7 +116,7 @@ class ApiServer(BaseModule):
         registry = Registry.default()
         self.store = Store(
             ctx.database(),
-            window=int(self.config.get("watchCacheSize", 10000)),
+            window=int(self.config.get("watchCacheSize", 4096)),
             watch_buffer=int(self.config.get("watchBuffer", 1000)),
         )
         await self.store.open()

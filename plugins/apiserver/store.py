@@ -49,6 +49,24 @@ class Event:
     encoded: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Kept:
+    """An event in the history kept for watches that resume: its objects as the JSON the database stores, a
+    sixth of the memory of the dicts (a busy Device's status updates would otherwise hold hundreds of MB)."""
+
+    rv: int
+    type: str
+    key: str
+    namespace: str
+    name: str
+    data: str
+    old: str | None
+
+    def event(self) -> Event:
+        old = json.loads(self.old) if self.old is not None else None
+        return Event(self.rv, self.type, self.key, self.namespace, self.name, json.loads(self.data), old)
+
+
 @dataclass(eq=False)
 class Watcher:
     """One watch: which objects it wants, and the channel its events go to."""
@@ -97,7 +115,7 @@ class _Batch:
 
 
 class Store:
-    def __init__(self, db: Any, *, window: int = 10000, watch_buffer: int = 1000) -> None:
+    def __init__(self, db: Any, *, window: int = 4096, watch_buffer: int = 1000) -> None:
         self.db = db
         self.window = window
         self.watch_buffer = watch_buffer
@@ -105,7 +123,9 @@ class Store:
         self.rv = 0  # highest resourceVersion handed out
         self.published_rv = 0  # highest resourceVersion committed and given to watchers
         self.compacted_rv = 0  # events up to this resourceVersion are no longer kept
-        self.events: deque[Event] = deque()
+        self.events: deque[_Kept] = deque()
+        # each object's last stored version and its JSON (used only on the database thread, in _persist)
+        self._last_json: dict[tuple[str, str, str], tuple[dict[str, Any], str]] = {}
         self.watchers: set[Watcher] = set()
         self._pending: list[Event] = []
         self._batch = _Batch()
@@ -155,16 +175,13 @@ class Store:
         self._pruned_rv = self.compacted_rv
         log.info("apiserver store: %d objects, resourceVersion %d", sum(map(len, self.objects.values())), self.rv)
 
-    def _load(self) -> tuple[list[tuple[str, str, str, dict[str, Any]]], list[Event], int]:
+    def _load(self) -> tuple[list[tuple[str, str, str, dict[str, Any]]], list[_Kept], int]:
         assert self._models is not None
         obj_model, event_model = self._models
         objects = [(o.key, o.namespace, o.name, json.loads(o.data)) for o in obj_model.select()]
         max_obj = max((int(o[3]["metadata"].get("resourceVersion", 0)) for o in objects), default=0)
         last = event_model.select().order_by(event_model.rv.desc()).limit(self.window)
-        events = [
-            Event(e.rv, e.type, e.key, e.namespace, e.name, json.loads(e.data), json.loads(e.old) if e.old else None)
-            for e in reversed(list(last))
-        ]
+        events = [_Kept(e.rv, e.type, e.key, e.namespace, e.name, e.data, e.old or None) for e in reversed(list(last))]
         max_rv = max(max_obj, events[-1].rv if events else 0)
         return objects, events, max_rv
 
@@ -216,34 +233,44 @@ class Store:
                 batch, self._pending = self._pending, []
                 handle, self._batch = self._batch, _Batch()
                 prune_to = self.compacted_rv if self.compacted_rv - self._pruned_rv >= 1000 else 0
+                encoded: builtins.list[tuple[str, str | None]] | None = None
                 try:
                     with trio.CancelScope(shield=True):
-                        await self.db.run(self._persist, batch, prune_to)
+                        encoded = await self.db.run(self._persist, batch, prune_to)
                     if prune_to:
                         self._pruned_rv = prune_to
                 except Exception as exc:
                     log.exception("apiserver store: committing %d changes failed", len(batch))
                     handle.error = exc
-                self._publish(batch)
+                self._publish(batch, encoded)
                 handle.done.set()
         finally:
             for watcher in list(self.watchers):
                 watcher.close()
 
-    def _persist(self, batch: builtins.list[Event], prune_to: int) -> None:
+    def _persist(self, batch: builtins.list[Event], prune_to: int) -> builtins.list[tuple[str, str | None]]:
+        """Store the batch in one transaction; the JSON of each event's objects, kept for the history."""
         assert self._models is not None
         obj_model, event_model = self._models
         rows = []
+        encoded: builtins.list[tuple[str, str | None]] = []
         for event in batch:
+            ident = (event.key, event.namespace, event.name)
+            data = json.dumps(event.obj)
+            # an update's old object is the one stored last time: its JSON is reused (encoded once, kept once)
+            last = self._last_json.get(ident)
+            old = None if event.old is None else last[1] if last and last[0] is event.old else json.dumps(event.old)
             if event.type == "DELETED":
+                self._last_json.pop(ident, None)
                 obj_model.delete().where(
                     (obj_model.key == event.key)
                     & (obj_model.namespace == event.namespace)
                     & (obj_model.name == event.name)
                 ).execute()
             else:
+                self._last_json[ident] = (event.obj, data)
                 obj_model.insert(
-                    key=event.key, namespace=event.namespace, name=event.name, rv=event.rv, data=json.dumps(event.obj)
+                    key=event.key, namespace=event.namespace, name=event.name, rv=event.rv, data=data
                 ).on_conflict_replace().execute()
             rows.append(
                 {
@@ -252,18 +279,22 @@ class Store:
                     "key": event.key,
                     "namespace": event.namespace,
                     "name": event.name,
-                    "data": json.dumps(event.obj),
-                    "old": json.dumps(event.old) if event.old is not None else None,
+                    "data": data,
+                    "old": old,
                 }
             )
+            encoded.append((data, old))
         for start in range(0, len(rows), 200):
             event_model.insert_many(rows[start : start + 200]).execute()
         if prune_to:
             event_model.delete().where(event_model.rv <= prune_to).execute()
+        return encoded
 
-    def _publish(self, batch: Iterable[Event]) -> None:
-        for event in batch:
-            self.events.append(event)
+    def _publish(self, batch: builtins.list[Event], encoded: builtins.list[tuple[str, str | None]] | None) -> None:
+        if encoded is None:  # the database failed: the history still gets the batch
+            encoded = [(json.dumps(e.obj), json.dumps(e.old) if e.old is not None else None) for e in batch]
+        for event, (data, old) in zip(batch, encoded, strict=True):
+            self.events.append(_Kept(event.rv, event.type, event.key, event.namespace, event.name, data, old))
             self.published_rv = event.rv
             for watcher in list(self.watchers):
                 seen = watcher.translate(event)
@@ -300,11 +331,14 @@ class Store:
             frozenset(keys) if keys is not None else None, namespace, start_rv, send, receive, list(predicates or [])
         )
         # Replay and registration happen without a checkpoint in between: nothing is missed or doubled.
-        for event in self.events:
-            if event.rv > start_rv:
-                seen = watcher.translate(event)
-                if seen is not None:
-                    send.send_nowait(seen)
+        for kept in self.events:
+            if kept.rv <= start_rv or (watcher.keys is not None and kept.key not in watcher.keys):
+                continue
+            if namespace is not None and kept.namespace != namespace:
+                continue
+            seen = watcher.translate(kept.event())
+            if seen is not None:
+                send.send_nowait(seen)
         self.watchers.add(watcher)
         return watcher
 
