@@ -31,6 +31,8 @@ from kubeedge.plugins.common import pki
 
 from .queue import Entry, NodeQueue, needs_ack
 from .records import SqliteSyncRecords, SyncRecord, SyncRecords, compare_versions
+from .tls import ServerTLS
+from .wsconn import HandshakeFailed, LinkClosed, ServerLink
 
 log = logging.getLogger("kubeedge.cloudhub")
 
@@ -176,7 +178,7 @@ class CloudHub(BaseModule):
         async with trio.open_nursery() as nursery:
             await nursery.start(records.run)
             listeners = await nursery.start(self._serve_ws, ssl_ctx)
-            self.port = listeners[0].transport_listener.socket.getsockname()[1]
+            self.port = listeners[0].socket.getsockname()[1]
             self.https_port = await nursery.start(serve_bootstrap, self)
             ports = json.dumps({"port": self.port, "httpsPort": self.https_port, "pid": _pid()})
             await trio.to_thread.run_sync((ctx.data_dir / "cloudhub.json").write_text, ports)
@@ -220,11 +222,13 @@ class CloudHub(BaseModule):
         staging.replace(self.pki_dir / "token")  # readers never see half a token
 
     async def _serve_ws(self, ssl_ctx: ssl.SSLContext, *, task_status: trio.TaskStatus[Any]) -> None:
-        await trio.serve_ssl_over_tcp(
-            self._on_connection_guarded, self.port, ssl_ctx, host=self.address, task_status=task_status
+        # TLS by ServerTLS rather than trio's SSLStream: one scheduler turn per read or write, not two.
+        await trio.serve_tcp(
+            partial(self._on_connection_guarded, ssl_ctx), self.port, host=self.address, task_status=task_status
         )
 
-    async def _on_connection_guarded(self, stream: trio.SSLStream[Any]) -> None:
+    async def _on_connection_guarded(self, ssl_ctx: ssl.SSLContext, socket_stream: trio.SocketStream) -> None:
+        stream = ServerTLS(socket_stream, ssl_ctx)
         # One connection's failure must never take the listener (and every other node) down.
         try:
             await self._on_connection(stream)
@@ -234,10 +238,7 @@ class CloudHub(BaseModule):
 
     # -- sessions ---------------------------------------------------------------------------------------
 
-    async def _on_connection(self, stream: trio.SSLStream[Any]) -> None:
-        from trio_websocket import ConnectionClosed, wrap_server_stream
-        from wsproto.utilities import LocalProtocolError
-
+    async def _on_connection(self, stream: ServerTLS) -> None:
         remote = _peer(stream)
         try:
             with trio.fail_after(self.handshake_timeout):
@@ -248,38 +249,37 @@ class CloudHub(BaseModule):
             return
         der = stream.getpeercert(binary_form=True)
         cert_node = pki.node_from_cert(pki.cert_from_bytes(der)) if der else ""
+        link = ServerLink(stream, max_message_size=self.max_message_size)
         try:
-            async with trio.open_nursery() as conn_nursery:
-                try:
-                    with trio.fail_after(self.handshake_timeout):
-                        request = await wrap_server_stream(
-                            conn_nursery, stream, max_message_size=self.max_message_size, message_queue_size=64
-                        )
-                except trio.TooSlowError:
-                    log.warning("websocket handshake from %s timed out", remote)
-                    conn_nursery.cancel_scope.cancel()
-                    return
-                try:
-                    node = self._check_request(request, cert_node)
-                except SessionRejected as exc:
-                    log.warning("connection from %s refused (%d): %s", remote, exc.status, exc.reason)
-                    await request.reject(exc.status, body=exc.reason.encode())
-                    return
-                ws = await request.accept()
-                await self._run_session(Session(node, ws, remote))
-                conn_nursery.cancel_scope.cancel()
-        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as group:
-            log.debug("connection from %s ended: %s", remote, group.exceptions[0])
-        except* LocalProtocolError as group:
-            # trio-websocket's reader may answer a ping on a closing connection; the session is over anyway
-            log.debug("connection from %s ended during close: %s", remote, group.exceptions[0])
+            try:
+                with trio.fail_after(self.handshake_timeout):
+                    request = await link.read_request()
+            except trio.TooSlowError:
+                log.warning("websocket handshake from %s timed out", remote)
+                await trio.aclose_forcefully(stream)
+                return
+            except HandshakeFailed as exc:
+                log.warning("connection from %s refused: not a websocket handshake: %s", remote, exc)
+                return
+            try:
+                node = self._check_request(request.target, request.extra_headers, cert_node)
+            except SessionRejected as exc:
+                log.warning("connection from %s refused (%d): %s", remote, exc.status, exc.reason)
+                await link.reject(exc.status, exc.reason.encode())
+                return
+            await link.accept()
+        except LinkClosed as exc:
+            log.debug("connection from %s ended during the handshake: %s", remote, exc)
+            await trio.aclose_forcefully(stream)
+            return
+        await self._run_session(Session(node, link, remote))
 
-    def _check_request(self, request: Any, cert_node: str) -> str:
-        parts = request.path.split("?")[0].strip("/").split("/")
+    def _check_request(self, path: str, request_headers: Any, cert_node: str) -> str:
+        parts = path.split("?")[0].strip("/").split("/")
         if len(parts) != 3 or parts[2] != "events" or not parts[1]:
-            raise SessionRejected(404, f"unknown path {request.path!r}; expected /<projectID>/<nodeName>/events")
+            raise SessionRejected(404, f"unknown path {path!r}; expected /<projectID>/<nodeName>/events")
         node = parts[1]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request_headers}
         header_node = headers.get("node_id", "")
         if header_node and header_node != node:
             raise SessionRejected(400, f"node_id header {header_node!r} does not match the path's node {node!r}")
@@ -343,20 +343,17 @@ class CloudHub(BaseModule):
 
     async def _guard(self, session: Session, work: Any, nursery: trio.Nursery | None) -> None:
         """Run one half of a session; when the link fails, note why and end the other half too."""
-        from trio_websocket import ConnectionClosed
-
         try:
             await work()
-        except ConnectionClosed as exc:
-            code, text = close_info(exc)
-            if code == 1009:
+        except LinkClosed as exc:
+            if exc.code == 1009:
                 log.warning(
                     "node %s: frame over the size limit (%d bytes); connection closed",
                     session.node,
                     self.max_message_size,
                 )
             if not session.close_reason:
-                session.close_reason = f"closed ({code} {text})".rstrip()
+                session.close_reason = f"closed ({exc.code} {exc.reason})".rstrip()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not session.close_reason:
                 session.close_reason = f"connection lost ({exc or type(exc).__name__})"
@@ -377,33 +374,35 @@ class CloudHub(BaseModule):
 
     async def _read_frames(self, session: Session, queue: NodeQueue, idle: trio.CancelScope) -> None:
         node = session.node
+        link: ServerLink = session.ws
         while True:
-            frame = await session.ws.get_message()
+            frames = await link.receive()  # every message one read brought; ACKs are matched right here
             idle.deadline = trio.current_time() + self.keepalive_interval
-            try:
-                data = json.loads(frame)
-            except (ValueError, UnicodeDecodeError) as exc:
-                log.warning("node %s: malformed frame refused: not JSON: %s", node, exc)
-                continue
-            acked = _acknowledged_id(data)
-            if acked:  # the common case on a busy hub: an ACK, matched without building a Message
-                entry = queue.ack(acked)
-                if entry is not None:
-                    self._acked(node, entry)
+            for frame in frames:
+                try:
+                    data = json.loads(frame)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    log.warning("node %s: malformed frame refused: not JSON: %s", node, exc)
                     continue
-            try:
-                message = Message.from_dict(data)
-            except MessageError as exc:
-                log.warning("node %s: malformed frame refused: %s", node, exc)
-                continue
-            await self._from_edge(node, message, queue, session)
+                acked = _acknowledged_id(data)
+                if acked:  # the common case on a busy hub: an ACK, matched without building a Message
+                    entry = queue.ack(acked)
+                    if entry is not None:
+                        self._acked(node, entry)
+                        continue
+                try:
+                    message = Message.from_dict(data)
+                except MessageError as exc:
+                    log.warning("node %s: malformed frame refused: %s", node, exc)
+                    continue
+                await self._from_edge(node, message, queue, session)
 
     async def _pump(self, session: Session, queue: NodeQueue) -> None:
         while True:
             now = trio.current_time()
             batch = queue.next_batch(now)
             if batch:
-                await send_frames(session.ws, [message.to_json() for message in batch])
+                await session.ws.send_frames([message.to_json() for message in batch])
                 continue
             if queue.has_ready():
                 continue
@@ -631,7 +630,7 @@ def _pid() -> int:
     return os.getpid()
 
 
-def _peer(stream: trio.SSLStream[Any]) -> str:
+def _peer(stream: ServerTLS) -> str:
     try:
         host, port = stream.transport_stream.socket.getpeername()[:2]
         return f"{host}:{port}"
@@ -660,35 +659,3 @@ def _acknowledged_id(data: Any) -> str:
         return ""
     parent = header.get("parent_msg_id")
     return parent if isinstance(parent, str) else ""
-
-
-async def send_frames(ws: Any, frames: list[str]) -> None:
-    """Send several text frames in one TLS write.
-
-    trio-websocket writes each message separately (one socket send each, the dominant cost on a busy
-    hub); its wsproto connection can encode several frames that then go out together. Falls back to
-    one ``send_message`` per frame when the connection does not look as expected.
-    """
-    from trio_websocket import ConnectionClosed
-    from wsproto.events import TextMessage
-
-    protocol = getattr(ws, "_wsproto", None)
-    stream = getattr(ws, "_stream", None)
-    lock = getattr(ws, "_stream_lock", None)
-    if protocol is None or stream is None or lock is None or len(frames) == 1:
-        for frame in frames:
-            await ws.send_message(frame)
-        return
-    if ws.closed is not None:
-        raise ConnectionClosed(ws.closed)
-    data = b"".join(protocol.send(TextMessage(data=frame)) for frame in frames)
-    async with lock:
-        await stream.send_all(data)
-
-
-def close_info(exc: Any) -> tuple[int, str]:
-    """(code, reason) of a trio-websocket ConnectionClosed, whose reason may be missing."""
-    reason = getattr(exc, "reason", None)
-    if reason is None:
-        return 1006, "abnormal closure"
-    return int(reason.code), str(reason.reason or reason.name or "")
