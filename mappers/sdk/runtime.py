@@ -153,6 +153,7 @@ class DeviceWorker:
                         raise rest from None  # cancelled: a driver error racing the cancellation is moot
                     assert exc is not None
                     self.requests_failed += 1
+                    self._count("kubeedge_mapper_connection_failures_total", "Device connections refused or lost")
                     log.warning(
                         "mapper %s: device %s %s: %s; retrying in %.1f s",
                         self.spec.protocol,
@@ -225,6 +226,7 @@ class DeviceWorker:
         if len(results) != len(points):
             raise RuntimeError(f"driver returned {len(results)} results for {len(points)} points")
         self.reads += len(points)
+        self._count("kubeedge_mapper_points_read_total", "Device points read", len(points))
         now_due: list[Point] = []
         all_ok = True
         for point, result in zip(points, results, strict=True):
@@ -252,7 +254,12 @@ class DeviceWorker:
         self.errors.pop(point.name, None)
         return True
 
+    def _count(self, name: str, help: str, amount: float = 1.0) -> None:
+        if self.mapper.metrics is not None:
+            self.mapper.metrics.inc(name, amount, help=help, protocol=self.spec.protocol, device=self.id)
+
     def _point_error(self, point: Point, reason: str) -> None:
+        self._count("kubeedge_mapper_point_errors_total", "Point reads that failed or could not be converted")
         if self.errors.get(point.name) != reason:
             log.warning("mapper %s: device %s property %s: %s", self.spec.protocol, self.id, point.name, reason)
         self.errors[point.name] = reason
@@ -318,6 +325,14 @@ class DeviceWorker:
             return
         log.info("mapper %s: device %s is %s", self.spec.protocol, self.id, state)
         self.state = state
+        if self.mapper.metrics is not None:
+            self.mapper.metrics.set(
+                "kubeedge_mapper_device_online",
+                1 if state == "online" else 0,
+                help="1 while the mapper reaches the device and reads it cleanly",
+                protocol=self.spec.protocol,
+                device=self.id,
+            )
         self._notify()
         await self.mapper.publish(twin.device_topic(self.id, "state/update"), twin.state_update(state))
 
@@ -372,7 +387,11 @@ class DeviceWorker:
                     await self.mapper.refuse(self.id, point.name, batch[point.name][2], reason, code=500)
                 else:
                     written.append(point)
+            if len(written) < len(writes):
+                refused = len(writes) - len(written)
+                self._count("kubeedge_mapper_write_errors_total", "Writes the device refused", refused)
             if written:
+                self._count("kubeedge_mapper_writes_total", "Desired values written to the device", len(written))
                 log.info(
                     "mapper %s: device %s: wrote %s", self.spec.protocol, self.id, ", ".join(p.name for p in written)
                 )
@@ -393,8 +412,11 @@ class Mapper:
         coalesce: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         client_id: str | None = None,
+        metrics: Any = None,
     ) -> None:
+        """``metrics``: where to count reads, errors and writes (``ctx.metrics`` when hosted by a node)."""
         self.drivers = list(drivers)
+        self.metrics = metrics
         self.broker = broker
         self.node = node
         self.static_devices = list(devices)

@@ -52,6 +52,7 @@ class EdgeHub(BaseModule):
         self.ws: Any = None
         self.connected = trio.Event()
         self.connections = 0
+        self.metrics: Any = None  # ctx.metrics once running
         self.rotations = 0
         self.pki_dir = Path()
         self._wake_sender = trio.Event()
@@ -101,6 +102,8 @@ class EdgeHub(BaseModule):
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self._node = ctx.node_name
+        self.metrics = ctx.metrics
+        self.metrics.set("kubeedge_edgehub_connected", 0, help="1 while the link to cloudhub is up")
         self.pki_dir = ctx.data_dir / "pki"
         pending = self.pki_dir / "edge.crt.new"
         if pending.exists() and not (self.pki_dir / "edge.key.new").exists():
@@ -169,6 +172,8 @@ class EdgeHub(BaseModule):
 
         self.ws = ws
         self.connections += 1
+        ctx.metrics.set("kubeedge_edgehub_connected", 1, help="1 while the link to cloudhub is up")
+        ctx.metrics.inc("kubeedge_edgehub_connections_total", help="Links to cloudhub established")
         log.info("node %s: connected to cloudhub %s", self._node, self.server)
         self.connected.set()
         await self._tell_modules(ctx, "cloud_connected")
@@ -211,6 +216,7 @@ class EdgeHub(BaseModule):
     async def _link_down(self, ctx: Context, reason: str) -> None:
         was_up = self.ws is not None
         self.ws = None
+        ctx.metrics.set("kubeedge_edgehub_connected", 0, help="1 while the link to cloudhub is up")
         self._new_link.set()
         self._new_link = trio.Event()
         if self.connected.is_set():
@@ -257,6 +263,7 @@ class EdgeHub(BaseModule):
             except MessageError as exc:
                 log.warning("node %s: malformed frame from the cloud ignored: %s", self._node, exc)
                 continue
+            ctx.metrics.inc("kubeedge_edgehub_messages_received_total", help="Messages from the cloud")
             await self._route(ctx, message)
 
     async def _route(self, ctx: Context, message: Message) -> None:
@@ -286,6 +293,7 @@ class EdgeHub(BaseModule):
             if len(self.buffer) == self.buffer.maxlen:
                 log.warning("node %s: upload buffer full (cloud away); dropping the oldest", self._node)
             self.buffer.append(message)
+            ctx.metrics.set("kubeedge_edgehub_upload_backlog", len(self.buffer), help="Messages waiting to go up")
             self._wake_sender.set()
 
     async def _sender(self) -> None:
@@ -307,6 +315,9 @@ class EdgeHub(BaseModule):
                 continue
             if self.buffer and self.buffer[0] is message:
                 self.buffer.popleft()
+            if self.metrics is not None:
+                self.metrics.inc("kubeedge_edgehub_messages_sent_total", help="Messages sent to the cloud")
+                self.metrics.set("kubeedge_edgehub_upload_backlog", len(self.buffer), help="Messages waiting to go up")
 
     async def request(self, message: Message, timeout: float = 30.0) -> Message:  # noqa: ASYNC109
         """Send ``message`` to the cloud and wait for the reply (edgehub's own requests)."""

@@ -103,6 +103,7 @@ class EventBus(BaseModule):
                 self.broker = EmbeddedBroker(settings)
                 self.internal_port = await nursery.start(self.broker.run)
                 nursery.start_soon(self._dispatch_tapped, ctx, self.broker)
+                nursery.start_soon(self._export_broker_counts, ctx, self.broker)
             if self.uses_external:
                 host, port, tls_url = parse_server(cfg["mqttServerExternal"])
                 self.external = ExternalLink(
@@ -147,6 +148,26 @@ class EventBus(BaseModule):
             for topic, payload in await broker.tapped():
                 await self._route_guarded(ctx, topic, payload)
 
+    async def _export_broker_counts(self, ctx: Context, broker: EmbeddedBroker, interval: float = 1.0) -> None:
+        """The broker counts on its own thread; its numbers join ctx.metrics from here, once a second."""
+        received = dropped = 0
+        while True:
+            now_received, now_dropped = broker.received, broker.dropped
+            if now_received > received:
+                ctx.metrics.inc(
+                    "kubeedge_broker_messages_received_total",
+                    now_received - received,
+                    help="MQTT messages the embedded broker received from clients",
+                )
+            if now_dropped > dropped:
+                ctx.metrics.inc(
+                    "kubeedge_broker_messages_dropped_total",
+                    now_dropped - dropped,
+                    help="QoS 0 messages the embedded broker dropped under a flood",
+                )
+            received, dropped = now_received, now_dropped
+            await trio.sleep(interval)
+
     async def _route_guarded(self, ctx: Context, topic: str, payload: bytes) -> None:
         self.received += 1
         try:
@@ -170,6 +191,7 @@ class EventBus(BaseModule):
             log.debug("eventbus on %s: no %s module for a message on %s; dropped", ctx.node_name, target, topic)
             return
         await ctx.send(target, message)
+        ctx.metrics.inc("kubeedge_eventbus_routed_total", help="MQTT messages handed to a module", target=target)
 
     # -- bus in, MQTT out -----------------------------------------------------------------------------
 
@@ -216,6 +238,8 @@ class EventBus(BaseModule):
         if self.external is not None:
             self.external.publish(topic, payload, qos, retain)
         self.published += 1
+        if self._ctx is not None:
+            self._ctx.metrics.inc("kubeedge_eventbus_published_total", help="Messages modules published over MQTT")
 
     def subscribe(self, topic_filter: str, ctx: Context | None = None) -> None:
         validate_filter(topic_filter)

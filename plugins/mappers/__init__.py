@@ -62,6 +62,7 @@ class MappersModule(BaseModule):
                     coalesce=section.get("coalesce", True),
                     timeout=float(section.get("timeout", 5.0)),
                     client_id=f"kubeedge-{ctx.node_name}-mapper-{name}",
+                    metrics=ctx.metrics,
                 )
             )
         async with trio.open_nursery() as nursery:

@@ -65,11 +65,17 @@ class DeviceTwin(BaseModule):
         self._report: set[str] = set()
         self._out: list[tuple[str, Message]] = []
         self.committed = trio.Event()
+        self.metrics: Any = None  # ctx.metrics once running
+
+    def _count(self, name: str, help: str, **labels: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name, help=help, **labels)
 
     # -- running --------------------------------------------------------------------------------------
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self.node_name = ctx.node_name
+        self.metrics = ctx.metrics
         db = ctx.database()
 
         def open_store() -> tuple[TwinStore, dict[str, Device]]:
@@ -136,6 +142,12 @@ class DeviceTwin(BaseModule):
                 log.debug("twin on %s: no %s module for %s", ctx.node_name, target, message.resource)
         for message in reports:
             await ctx.send("websocket", message)
+        if reports:
+            ctx.metrics.inc("kubeedge_twin_reports_total", len(reports), help="Twin/state reports sent to the cloud")
+        ctx.metrics.set("kubeedge_twin_devices", len(self.devices), help="Devices this node's twin holds")
+        ctx.metrics.set(
+            "kubeedge_twin_unsynced_devices", len(self._report), help="Devices with reports the cloud has not had yet"
+        )
         self.committed.set()
         self.committed = trio.Event()
 
@@ -218,6 +230,7 @@ class DeviceTwin(BaseModule):
             return
         now = p.now_ms()
         result, document = self._apply(device, changes, from_cloud=False)
+        self._count("kubeedge_twin_updates_total", "Twin updates applied, by where they came from", source="mapper")
         self._publish(result_topic, encode({"event_id": event_id, "timestamp": now, "twin": result}))
         self._publish(
             device_topic(device_id, "twin/update/document"),
@@ -258,6 +271,7 @@ class DeviceTwin(BaseModule):
             self._publish(topic, error_payload(event_id, 400, reason))
             return
         device.state = state
+        self._count("kubeedge_twin_state_updates_total", "Device state reports from mappers", state=state)
         if state == "online":
             device.last_online = time.strftime("%Y-%m-%d %H:%M:%S")
         device.state_synced = False
@@ -372,6 +386,7 @@ class DeviceTwin(BaseModule):
             log.warning("twin on %s: desired twin for %s refused: %s", self.node_name, device_id, exc.reason)
             return
         _, document = self._apply(device, changes, from_cloud=True)
+        self._count("kubeedge_twin_updates_total", "Twin updates applied, by where they came from", source="cloud")
         if document:
             self._publish(
                 device_topic(device_id, "twin/update/document"),
