@@ -363,6 +363,8 @@ class CloudHub(BaseModule):
     def _changed(self) -> None:
         self.session_changed.set()
         self.session_changed = trio.Event()
+        if self._ctx is not None:
+            self._ctx.metrics.set("kubeedge_hub_sessions", len(self.sessions), help="Edge nodes connected")
 
     async def _read(self, session: Session, queue: NodeQueue) -> None:
         # One scope whose deadline moves with every frame (a scope per frame costs on a busy hub).
@@ -478,6 +480,12 @@ class CloudHub(BaseModule):
         self.acked += 1
         self.ack_event.set()
         self.ack_event = trio.Event()
+        if self._ctx is not None:
+            self._ctx.metrics.observe(
+                "kubeedge_hub_ack_latency_seconds",
+                trio.current_time() - entry.enqueued,
+                help="From a message queued for a node to the node's ACK",
+            )
         if self.on_ack is not None:
             self.on_ack(entry, trio.current_time())
         assert self.records is not None

@@ -91,6 +91,7 @@ class KubeletApp:
     def __init__(self, tunnels: TunnelServer, *, request_timeout: float = 10.0) -> None:
         self.tunnels = tunnels
         self.request_timeout = request_timeout
+        self.metrics: Any = None  # ctx.metrics, set by the module
         self.stopping = trio.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -99,6 +100,10 @@ class KubeletApp:
             return
         parts = [p for p in scope["path"].split("/") if p]
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if self.metrics is not None:
+            known = ("containerLogs", "exec", "attach", "stats", "metrics")
+            kind = parts[0] if parts and parts[0] in known else "other"
+            self.metrics.inc("kubeedge_stream_requests_total", help="Kubelet API requests served", kind=kind)
         try:
             if "/" + "/".join(parts) in MetricsRequest.PATHS:
                 if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):

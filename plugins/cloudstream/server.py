@@ -78,6 +78,7 @@ async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStat
     ssl_ctx = await trio.to_thread.run_sync(tunnel_ssl_context, paths)
     tunnels = TunnelServer(handshake_timeout=module.handshake_timeout)
     app = KubeletApp(tunnels, request_timeout=module.request_timeout)
+    app.metrics = ctx.metrics
     module.tunnels, module.app = tunnels, app
 
     config = Config()
@@ -104,6 +105,7 @@ async def serve(module: CloudStream, ctx: Context, *, task_status: trio.TaskStat
         if module.kubelet_port is not None and len(binds) > 1:
             module.kubelet_port = int(binds[-1].rsplit(":", 1)[1])
         nursery.start_soon(_keepalive, tunnels, module.ping_interval)
+        nursery.start_soon(_count_tunnels, tunnels, ctx)
         state = {
             "tunnelPort": module.tunnel_port,
             "streamPort": module.stream_port,
@@ -170,6 +172,12 @@ async def _install_rules(module: CloudStream, ctx: Context) -> Any:
     await rules.install()
     module.rules = rules
     return rules
+
+
+async def _count_tunnels(tunnels: TunnelServer, ctx: Context) -> None:
+    while True:
+        ctx.metrics.set("kubeedge_stream_tunnels", len(tunnels.sessions), help="Edge nodes with a stream tunnel up")
+        await tunnels.changed.wait()
 
 
 async def _keepalive(tunnels: TunnelServer, interval: float) -> None:

@@ -75,6 +75,10 @@ async def test_ack_of_a_replaced_message_keeps_the_newer_one_queued(tmp_path: Pa
             await ws.send_message(ack(second))
             await cloud.wait_acked(2)
             assert not cloud.hub.queue("edge-1").entries
+            metrics = cloud.ctx.metrics  # what the node's Prometheus page shows
+            assert metrics.value("kubeedge_hub_sessions") == 1
+            latency = next(s for s in metrics.samples() if s.name == "kubeedge_hub_ack_latency_seconds")
+            assert latency.count == 2 and 0 < latency.value < 10
         await until(
             lambda: cloud.record_versions("edge-1") == {"default/configmap/a": "2"}, lambda: cloud.hub.ack_event
         )

@@ -11,6 +11,7 @@ from mapperkit import Edge, ModbusSim, actual, device, model, state_is
 
 from kubeedge.mappers.sdk import parse_device
 from kubeedge.mappers.sdk.runtime import DeviceWorker, Mapper
+from kubeedge.metrics import Metrics
 from kubeedge.registry import Plugins
 
 DEVICE_ID = "default/plc-1"
@@ -323,10 +324,14 @@ async def test_push_method_http_and_otel_reach_their_endpoints(modbus_tcp: Modbu
         )
         config = parse_device(pushed, MODEL)
         assert [p.push_unsupported for p in config.points] == [("dbMethod",), ()]
-        mapper = Mapper([modbus_spec()], broker=mosquitto, devices=[config])
+        metrics = Metrics()  # what a node's ctx.metrics is
+        mapper = Mapper([modbus_spec()], broker=mosquitto, devices=[config], metrics=metrics)
         await nursery.start(mapper.run)
 
         content_type, body = await receiver.wait_for("/setpoint")
+        labels = {"protocol": "modbus", "device": "default/pusher"}
+        assert metrics.value("kubeedge_mapper_points_read_total", **labels) >= 2
+        assert metrics.value("kubeedge_mapper_device_online", **labels) == 1
         assert content_type == "application/x-www-form-urlencoded"
         form = parse_qs(body.decode())
         assert form["setpoint"] == ["42"]

@@ -379,3 +379,35 @@ async def test_membership_carries_device_and_model_for_mappers_across_a_restart(
         members = json.loads(await m.expect(f"{NODE}/membership/get/result"))
         assert members["devices"][0]["device"] == device
         assert members["devices"][0]["model"] == model
+
+
+async def test_twin_and_broker_numbers_reach_the_node_metrics(tmp_path: Path) -> None:
+    """What the modules record lands in the node's Prometheus page (the metrics module's rendering)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kubeedge.plugins.metrics.exposition import render
+
+    async with edge_node(tmp_path) as node, mapper(node.eventbus.internal_port, "$hw/events/#") as m:
+        await add_foo(node, m)
+        await m.publish(f"{DEV}/twin/update", '{"event_id":"u","timestamp":0,"twin":{"t":{"actual":{"value":"1"}}}}')
+        await m.expect(f"{DEV}/twin/update/result")
+        await m.publish(f"{DEV}/state/update", '{"event_id":"s","timestamp":0,"state":"online"}')
+        await m.expect(f"{DEV}/state/update/result")
+
+        def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            text = render(node.kernel.ctx).decode()
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        with trio.fail_after(10):  # the broker's own thread hands its counts over once a second
+            while samples().get(("kubeedge_broker_messages_received_total", ()), 0) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        seen = samples()
+        assert seen[("kubeedge_twin_updates_total", (("source", "mapper"),))] == 1
+        assert seen[("kubeedge_twin_state_updates_total", (("state", "online"),))] == 1
+        assert seen[("kubeedge_twin_devices", ())] == 1
+        assert seen[("kubeedge_eventbus_routed_total", (("target", "twin"),))] >= 2
+        assert seen[("kubeedge_eventbus_published_total", ())] >= 4  # membership, results, document
