@@ -138,7 +138,7 @@ class CloudHub(BaseModule):
         ca = pki.CA.ensure(self.pki_dir)
         crt, key = self.pki_dir / "server.crt", self.pki_dir / "server.key"
         wanted = self.advertise or ["127.0.0.1", "localhost"]
-        if not self._server_cert_ok(ca, crt, wanted):
+        if not pki.server_cert_covers(ca, crt, wanted):
             cert, server_key = pki.issue_server_cert(
                 ca, [*wanted, "localhost"] if "localhost" not in wanted else wanted
             )
@@ -150,22 +150,6 @@ class CloudHub(BaseModule):
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         return ctx, ca
-
-    @staticmethod
-    def _server_cert_ok(ca: pki.CA, crt: Path, wanted: list[str]) -> bool:
-        if not crt.exists() or not crt.with_suffix(".key").exists():
-            return False
-        from cryptography import x509
-
-        cert = pki.cert_from_bytes(crt.read_bytes())
-        if not ca.verifies(cert):
-            return False
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        have = {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
-        return set(wanted) <= have
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self._ctx = ctx
