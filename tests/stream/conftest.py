@@ -382,3 +382,47 @@ async def cluster(
     await cloud.stop()
     await trio.to_thread.run_sync(podman_host.remove_node, node_name)
     shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def kubectl_in_terminal(
+    cluster: Cluster, args: list[str], typed: bytes, *, rows: int, cols: int, env: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """Run kubectl with a real terminal (a pty of ``rows`` x ``cols``) as stdin/stdout/stderr: wait for busybox
+    sh's root prompt, type ``typed``, read until kubectl exits; its exit status and everything it showed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    from functools import partial
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    terminal = trio.lowlevel.FdStream(master)
+    seen = b""
+    async with terminal, trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                cluster.kubectl_command(*args),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                check=False,
+                env=dict(os.environ, HOME=cluster.home, TERM="xterm", **(env or {})),
+            )
+        )
+        os.close(slave)
+        with trio.fail_after(20):
+            while b"# " not in seen:  # busybox sh's prompt as root: the shell is up, on a terminal
+                seen += await terminal.receive_some()
+            await terminal.send_all(typed)
+            while process.returncode is None:
+                try:
+                    chunk = await terminal.receive_some()
+                except trio.BrokenResourceError:  # EIO: every writer of the terminal has gone
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            await process.wait()
+    return process.returncode, seen

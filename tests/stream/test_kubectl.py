@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from .conftest import Cluster, make_pod
+from .conftest import Cluster, kubectl_in_terminal, make_pod
 
 SCRIPT = "for i in 1 2 3 4 5; do echo line $i; done; echo to-stderr >&2; sleep 3600"
 # counts its attempts in an emptyDir (which outlives them): the first exits, the second stays up
@@ -151,42 +151,10 @@ async def test_kubectl_attach(cluster: Cluster) -> None:
 async def test_kubectl_exec_it_in_a_terminal(cluster: Cluster) -> None:
     """`kubectl exec -it POD -- sh` from a real terminal: the shell gets a TTY of the terminal's size, and
     kubectl exits with the shell's status."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
     await cluster.create_pod(make_pod("shell", cluster.node_name, [{"name": "main", "command": ["sleep", "3600"]}]))
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
-    terminal = trio.lowlevel.FdStream(master)
-    seen = b""
-    async with terminal, trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                cluster.kubectl_command("exec", "-it", "shell", "--", "sh"),
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                check=False,
-                env=dict(os.environ, HOME=cluster.home, TERM="xterm"),
-            )
-        )
-        os.close(slave)
-        with trio.fail_after(20):
-            while b"# " not in seen:  # busybox sh's prompt as root: the shell is up, on a terminal
-                seen += await terminal.receive_some()
-            await terminal.send_all(b"stty size; tty; exit 5\r")
-            while process.returncode is None:
-                try:
-                    chunk = await terminal.receive_some()
-                except trio.BrokenResourceError:  # EIO: every writer of the terminal has gone
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            await process.wait()
+    code, seen = await kubectl_in_terminal(
+        cluster, ["exec", "-it", "shell", "--", "sh"], b"stty size; tty; exit 5\r", rows=33, cols=111
+    )
     assert b"33 111" in seen, seen
     assert b"/dev/pts/" in seen, seen
-    assert process.returncode == 5, (process.returncode, seen)
+    assert code == 5, (code, seen)

@@ -16,7 +16,7 @@ import trio
 from kubeedge.plugins.common.front import PrefixedStream, read_head
 from kubeedge.plugins.common.spdy_session import SpdyConnection, SpdyStream
 
-from .conftest import Cluster, make_pod
+from .conftest import Cluster, kubectl_in_terminal, make_pod
 
 NO_WEBSOCKETS = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 
@@ -247,42 +247,15 @@ async def test_kubectl_exec_and_attach_over_spdy(cluster: Cluster) -> None:
 async def test_kubectl_exec_it_over_spdy_in_a_terminal(cluster: Cluster) -> None:
     """`kubectl exec -it POD -- sh` over SPDY from a real terminal: the resize stream gives the shell the
     terminal's size, one output stream carries everything, and kubectl exits with the shell's status."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-
     await cluster.create_pod(make_pod("shell", cluster.node_name, [{"name": "main", "command": ["sleep", "3600"]}]))
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 29, 97, 0, 0))
-    terminal = trio.lowlevel.FdStream(master)
-    seen = b""
-    async with terminal, trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                cluster.kubectl_command("exec", "-it", "shell", "--", "sh"),
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                check=False,
-                env=dict(os.environ, HOME=cluster.home, TERM="xterm", **NO_WEBSOCKETS),
-            )
-        )
-        os.close(slave)
-        with trio.fail_after(20):
-            while b"# " not in seen:  # busybox sh's prompt as root: the shell is up, on a terminal
-                seen += await terminal.receive_some()
-            await terminal.send_all(b"stty size; tty; echo err >&2; exit 6\r")
-            while process.returncode is None:
-                try:
-                    chunk = await terminal.receive_some()
-                except trio.BrokenResourceError:  # EIO: every writer of the terminal has gone
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            await process.wait()
+    code, seen = await kubectl_in_terminal(
+        cluster,
+        ["exec", "-it", "shell", "--", "sh"],
+        b"stty size; tty; echo err >&2; exit 6\r",
+        rows=29,
+        cols=97,
+        env=NO_WEBSOCKETS,
+    )
     assert b"29 97" in seen, seen
     assert b"/dev/pts/" in seen and b"err" in seen, seen
-    assert process.returncode == 6, (process.returncode, seen)
+    assert code == 6, (code, seen)
