@@ -89,7 +89,9 @@ def summarise(text: str) -> list[str]:
             f"bus: {int(sum(sent.values()))} messages (busiest {busiest}: {int(sent[busiest])}),"
             f" deepest queue {deepest}: {int(depth.get(deepest, 0))}"
         )
+    lines.extend(_module_lines(values))
     shown = {
+        *_SUMMARISED,
         "kubeedge_node_info",
         "kubeedge_module_up",
         "kubeedge_bus_messages_total",
@@ -104,6 +106,65 @@ def summarise(text: str) -> list[str]:
         for labels, value in values[name]:
             tag = ",".join(f"{k}={v}" for k, v in labels.items())
             lines.append(f"{name}{'{' + tag + '}' if tag else ''} {value:g}")
+    return lines
+
+
+_SUMMARISED = {
+    "kubeedge_hub_sessions",
+    "kubeedge_hub_ack_latency_seconds_count",
+    "kubeedge_hub_ack_latency_seconds_sum",
+    "kubeedge_edgehub_connected",
+    "kubeedge_edgehub_upload_backlog",
+    "kubeedge_twin_devices",
+    "kubeedge_twin_unsynced_devices",
+    "kubeedge_twin_updates_total",
+    "kubeedge_mapper_device_online",
+    "kubeedge_mapper_points_read_total",
+    "kubeedge_mapper_point_errors_total",
+    "kubeedge_broker_messages_received_total",
+    "kubeedge_broker_messages_dropped_total",
+    "kubeedge_stream_tunnels",
+}
+
+
+def _module_lines(values: dict[str, list[tuple[dict[str, str], float]]]) -> list[str]:
+    """One line per part of the node that reported something: the link, twins, mappers, broker, tunnels."""
+
+    def total(name: str, **match: str) -> float:
+        return sum(v for labels, v in values.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
+
+    lines = []
+    if "kubeedge_hub_sessions" in values:
+        count = total("kubeedge_hub_ack_latency_seconds_count")
+        mean = total("kubeedge_hub_ack_latency_seconds_sum") / count * 1000 if count else 0.0
+        lines.append(
+            f"cloudhub: {int(total('kubeedge_hub_sessions'))} edge nodes connected, "
+            f"{int(count)} messages acknowledged (mean {mean:.1f} ms)"
+        )
+    if "kubeedge_edgehub_connected" in values:
+        state = "connected" if total("kubeedge_edgehub_connected") else "NOT connected (working on its own)"
+        lines.append(f"edgehub: {state} to the cloud, {int(total('kubeedge_edgehub_upload_backlog'))} messages waiting")
+    if "kubeedge_twin_devices" in values:
+        lines.append(
+            f"twin: {int(total('kubeedge_twin_devices'))} devices, "
+            f"{int(total('kubeedge_twin_updates_total', source='mapper'))} updates from mappers, "
+            f"{int(total('kubeedge_twin_updates_total', source='cloud'))} from the cloud, "
+            f"{int(total('kubeedge_twin_unsynced_devices'))} not yet reported"
+        )
+    if "kubeedge_mapper_device_online" in values:
+        devices = values["kubeedge_mapper_device_online"]
+        lines.append(
+            f"mappers: {int(sum(v for _, v in devices))} of {len(devices)} devices online, "
+            f"{int(total('kubeedge_mapper_points_read_total'))} points read, "
+            f"{int(total('kubeedge_mapper_point_errors_total'))} errors"
+        )
+    if "kubeedge_broker_messages_received_total" in values:
+        lines.append(
+            f"broker: {int(total('kubeedge_broker_messages_received_total'))} messages received, "
+            f"{int(total('kubeedge_broker_messages_dropped_total'))} dropped"
+        )
+    if "kubeedge_stream_tunnels" in values:
+        lines.append(f"stream: {int(total('kubeedge_stream_tunnels'))} edge tunnels up")
     return lines
 
 

@@ -83,3 +83,36 @@ async def test_kubeedge_status_of_a_node_that_is_not_there_is_a_clear_error() ->
     )
     assert result.returncode == 2
     assert b"cannot read" in result.stderr and b"metrics module" in result.stderr
+
+
+def test_status_summary_has_a_line_per_part_that_reported() -> None:
+    """`kubeedge status` turns the modules' numbers into sentences; what it summarises is not listed again."""
+    from kubeedge.metrics import Metrics
+    from kubeedge.plugins.metrics.exposition import summarise
+
+    metrics = Metrics()
+    metrics.set("kubeedge_hub_sessions", 3)
+    metrics.observe("kubeedge_hub_ack_latency_seconds", 0.002)
+    metrics.observe("kubeedge_hub_ack_latency_seconds", 0.004)
+    metrics.set("kubeedge_edgehub_connected", 0)
+    metrics.set("kubeedge_edgehub_upload_backlog", 7)
+    metrics.set("kubeedge_twin_devices", 2)
+    metrics.inc("kubeedge_twin_updates_total", 5, source="mapper")
+    metrics.set("kubeedge_mapper_device_online", 1, protocol="modbus", device="default/a")
+    metrics.set("kubeedge_mapper_device_online", 0, protocol="modbus", device="default/b")
+    metrics.inc("kubeedge_mapper_points_read_total", 40, protocol="modbus", device="default/a")
+    lines: list[str] = []
+    for sample in metrics.samples():
+        labels = ",".join(f'{k}="{v}"' for k, v in sample.labels)
+        suffix = f"{{{labels}}}" if labels else ""
+        if sample.kind == "summary":
+            lines += [f"{sample.name}_count{suffix} {sample.count}", f"{sample.name}_sum{suffix} {sample.value}"]
+        else:
+            lines.append(f"{sample.name}{suffix} {sample.value}")
+    text = "\n".join(lines) + "\n"
+    summary = summarise(text)
+    assert "cloudhub: 3 edge nodes connected, 2 messages acknowledged (mean 3.0 ms)" in summary
+    assert "edgehub: NOT connected (working on its own) to the cloud, 7 messages waiting" in summary
+    assert "twin: 2 devices, 5 updates from mappers, 0 from the cloud, 0 not yet reported" in summary
+    assert "mappers: 1 of 2 devices online, 40 points read, 0 errors" in summary
+    assert not any(line.startswith("kubeedge_mapper_device_online") for line in summary), summary
