@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["Gone", "Informer", "Kube", "call_with_retry", "default_kubeconfig", "object_key"]
+__all__ = ["Gone", "Informer", "Kube", "call_with_retry", "default_kubeconfig", "kubeconfig_path", "object_key"]
 
 log = logging.getLogger("kubeedge.kube")
 
@@ -32,6 +32,11 @@ class Gone(Exception):
 def default_kubeconfig(data_dir: Path) -> Path:
     """The kubeconfig the embedded apiserver writes in the cloud's data directory."""
     return data_dir / "kubeconfig.yaml"
+
+
+def kubeconfig_path(configured: str | None, data_dir: Path) -> Path:
+    """A module's ``kubeconfig`` setting (``~`` expanded, as kubectl does), else the embedded API's."""
+    return Path(configured).expanduser() if configured else default_kubeconfig(data_dir)
 
 
 def object_key(obj: dict[str, Any]) -> tuple[str, str]:

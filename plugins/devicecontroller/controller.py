@@ -19,13 +19,12 @@ import datetime as dt
 import logging
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from kubeedge import BaseModule, Context, Message
-from kubeedge.plugins.common.kube import Informer, Kube, default_kubeconfig
+from kubeedge.plugins.common.kube import Informer, Kube, kubeconfig_path
 
 __all__ = ["DeviceController"]
 
@@ -116,7 +115,7 @@ class DeviceController(BaseModule):
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self.ctx = ctx
         configured = self.config.get("kubeconfig")
-        path = Path(configured) if configured else default_kubeconfig(ctx.data_dir)
+        path = kubeconfig_path(configured, ctx.data_dir)
         if not path.exists():
             raise FileNotFoundError(
                 f"devicecontroller: no kubeconfig at {path} (set modules.devicecontroller.kubeconfig)"

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from kubeedge import BaseModule, Context, Message, __version__
-from kubeedge.plugins.common.kube import Informer, Kube, call_with_retry, default_kubeconfig
+from kubeedge.plugins.common.kube import Informer, Kube, call_with_retry, kubeconfig_path
 
 __all__ = ["EdgeController"]
 
@@ -116,7 +116,7 @@ class EdgeController(BaseModule):
 
     def _kubeconfig(self, ctx: Context) -> Path:
         configured = self.config.get("kubeconfig")
-        return Path(configured) if configured else default_kubeconfig(ctx.data_dir)
+        return kubeconfig_path(configured, ctx.data_dir)
 
     async def run(self, ctx: Context, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         self.ctx = ctx

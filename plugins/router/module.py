@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -76,10 +75,10 @@ class Router(BaseModule):
 
         self._ctx = ctx
         if self.rules_from == "api" and isinstance(self.source, ConfigRuleSource):
-            from kubeedge.plugins.common.kube import default_kubeconfig
+            from kubeedge.plugins.common.kube import kubeconfig_path
 
             configured = self.config.get("kubeconfig")
-            path = Path(configured) if configured else default_kubeconfig(ctx.data_dir)
+            path = kubeconfig_path(configured, ctx.data_dir)
             if not path.exists():
                 raise FileNotFoundError(f"router: no kubeconfig at {path} (set modules.router.kubeconfig)")
             self.source = ApiRuleSource(path, status_interval=float(self.config.get("statusInterval", 1.0)))

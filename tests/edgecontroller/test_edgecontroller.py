@@ -303,3 +303,12 @@ async def test_informer_relists_on_gone_and_stops_promptly(tmp_path: Path) -> No
         assert time.monotonic() - began < 1.0  # the open watch did not hold shutdown up
         assert informer.relists == 2
         await trio.to_thread.run_sync(kube.close)
+
+
+def test_a_kubeconfig_setting_expands_home_as_kubectl_does(tmp_path: Path) -> None:
+    import os
+
+    from kubeedge.plugins.common.kube import kubeconfig_path
+
+    assert kubeconfig_path("~/.kube/config", tmp_path) == Path(os.path.expanduser("~/.kube/config"))
+    assert kubeconfig_path(None, tmp_path) == tmp_path / "kubeconfig.yaml"
