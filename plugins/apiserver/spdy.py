@@ -12,32 +12,19 @@ kubelet's upgraded connection.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 import trio
 
-from kubeedge.plugins.common.front import RequestHead, read_head
+from kubeedge.plugins.common.front import RequestHead, http_error, read_head
 
-from .stream import StreamError, _authenticated, _container, _endpoint, _match, _pod, _status
+from .stream import StreamError, _authenticated, _match, _status, _target
 
 __all__ = ["serve_spdy"]
 
 log = logging.getLogger("kubeedge.apiserver.stream")
-
-_REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-_REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-def _error(code: int, status: dict[str, Any]) -> bytes:
-    body = json.dumps(status).encode()
-    head = (
-        f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def serve_spdy(app: Any, head: RequestHead, client: trio.abc.Stream) -> None:
@@ -52,14 +39,9 @@ async def serve_spdy(app: Any, head: RequestHead, client: trio.abc.Stream) -> No
         if head.method not in ("GET", "POST"):
             raise StreamError(405, f"{head.method} is not allowed on pods/{sub}", "MethodNotAllowed")
         query = parse_qs(head.query, keep_blank_values=True)
-        pod = _pod(app, namespace, name)
-        node = str((pod.get("spec") or {}).get("nodeName") or "")
-        if not node:
-            raise StreamError(400, f"pod {name} does not have a host assigned")
-        container = _container(pod, name, (query.get("container") or [""])[-1])
-        endpoint = _endpoint(app)
+        node, container, endpoint = _target(app, namespace, name, query)
     except StreamError as exc:
-        await client.send_all(_error(exc.code, _status(exc.code, exc.message, exc.reason)))
+        await client.send_all(http_error(exc.code, _status(exc.code, exc.message, exc.reason)))
         return
 
     log.debug("apiserver: %s of pod %s/%s (container %s, node %s) over SPDY/3.1", sub, namespace, name, container, node)
@@ -78,7 +60,7 @@ async def serve_spdy(app: Any, head: RequestHead, client: trio.abc.Stream) -> No
         tcp = await trio.open_tcp_stream("127.0.0.1", endpoint.port)
     except OSError as exc:
         status = _status(503, f"cloudstream is not reachable on port {endpoint.port}: {exc!r}")
-        await client.send_all(_error(503, status))
+        await client.send_all(http_error(503, status))
         return
     upstream = trio.SSLStream(tcp, endpoint.ssl_context, server_hostname="127.0.0.1", https_compatible=True)
     try:
@@ -88,11 +70,11 @@ async def serve_spdy(app: Any, head: RequestHead, client: trio.abc.Stream) -> No
                 got = await read_head(upstream)
         except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
             status = _status(503, f"cloudstream is not reachable on port {endpoint.port}: {exc!r}")
-            await client.send_all(_error(503, status))
+            await client.send_all(http_error(503, status))
             return
         if got is None:
             status = _status(503, f"cloudstream closed the {sub} of pod {name} without an answer")
-            await client.send_all(_error(503, status))
+            await client.send_all(http_error(503, status))
             return
         answer, rest = got
         await client.send_all(answer + rest)

@@ -83,12 +83,7 @@ async def handle(app: Any, scope: dict[str, Any], receive: Receive, send: Send) 
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         if scope["type"] == "http" and scope.get("method") not in ("GET", "POST"):
             raise StreamError(405, f"{scope.get('method')} is not allowed on pods/{sub}", "MethodNotAllowed")
-        pod = _pod(app, namespace, name)
-        node = str((pod.get("spec") or {}).get("nodeName") or "")
-        if not node:
-            raise StreamError(400, f"pod {name} does not have a host assigned")
-        container = _container(pod, name, (query.get("container") or [""])[-1])
-        endpoint = _endpoint(app)
+        node, container, endpoint = _target(app, namespace, name, query)
         if sub == "log":
             if scope["type"] != "http":
                 raise StreamError(400, "pods/log is plain HTTP, not a websocket")
@@ -108,6 +103,17 @@ def _authenticated(app: Any, scope: dict[str, Any]) -> bool:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     scheme, _, token = headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), str(app.token).encode())
+
+
+def _target(app: Any, namespace: str, name: str, query: dict[str, list[str]]) -> tuple[str, str, Endpoint]:
+    """Where a pod's stream goes: its node, the container the query names (or the default one), and the
+    kubelet API endpoint (cloudstream) to call."""
+    pod = _pod(app, namespace, name)
+    node = str((pod.get("spec") or {}).get("nodeName") or "")
+    if not node:
+        raise StreamError(400, f"pod {name} does not have a host assigned")
+    container = _container(pod, name, (query.get("container") or [""])[-1])
+    return node, container, _endpoint(app)
 
 
 def _pod(app: Any, namespace: str, name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from kubeedge.plugins.common.front import RequestHead
+from kubeedge.plugins.common.front import RequestHead, http_error
 from kubeedge.plugins.common.spdy import REFUSED_STREAM
 from kubeedge.plugins.common.spdy_session import SpdyConnection, SpdyStream
 from kubeedge.plugins.common.stream_protocol import (
@@ -42,7 +42,7 @@ from kubeedge.plugins.common.stream_protocol import (
 from .kubelet import HttpError, KubeletApp, _final_status, _flag, _kind
 from .tunnel import NodeOffline, TunnelStream
 
-__all__ = ["PROTOCOLS", "http_error", "serve_spdy"]
+__all__ = ["PROTOCOLS", "serve_spdy"]
 
 log = logging.getLogger("kubeedge.cloudstream")
 
@@ -50,19 +50,6 @@ PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io")
 STREAM_TYPES = ("error", "stdin", "stdout", "stderr", "resize")
 STREAM_CREATION_TIMEOUT = 30.0
 CLOSE_WAIT = 5.0  # after GOAWAY, how long the client has to close its side
-
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
-_REASONS |= {401: "Unauthorized", 405: "Method Not Allowed", 503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-def http_error(code: int, status: dict[str, Any]) -> bytes:
-    """A whole HTTP/1.1 error response carrying a ``Status``; the connection closes after it."""
-    body = json.dumps(status).encode()
-    head = (
-        f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 def switching(protocol: str) -> bytes:

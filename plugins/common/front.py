@@ -16,16 +16,18 @@ This leans on hypercorn's internal classes (checked with hypercorn 0.18): ``TCPS
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
 
 import trio
 
-__all__ = ["HEAD_LIMIT", "PrefixedStream", "RequestHead", "read_head", "serve", "spdy_upgrade"]
+__all__ = ["HEAD_LIMIT", "PrefixedStream", "RequestHead", "http_error", "read_head", "serve", "spdy_upgrade"]
 
 log = logging.getLogger("kubeedge.front")
 
@@ -73,6 +75,21 @@ class RequestHead:
                 return None
             headers.append((name.strip(), value.strip()))
         return cls(method, target, version, headers)
+
+
+def http_error(code: int, status: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 error response carrying a ``Status``, for a connection taken from hypercorn (it closes
+    after it)."""
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Error"
+    body = json.dumps(status).encode()
+    head = (
+        f"HTTP/1.1 {code} {phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def spdy_upgrade(head: RequestHead) -> bool:
