@@ -426,3 +426,31 @@ async def kubectl_in_terminal(
                 seen += chunk
             await process.wait()
     return process.returncode, seen
+
+
+async def kubectl_attach_to_a_ticker(cluster: Cluster, env: dict[str, str] | None = None) -> bytes:
+    """Start a pod that prints a tick every 0.2 s, `kubectl attach` to it until two ticks have come, and return
+    what kubectl printed."""
+    from functools import partial
+
+    script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+    await cluster.create_pod(make_pod("ticker", cluster.node_name, [{"name": "main", "command": ["sh", "-c", script]}]))
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                cluster.kubectl_command("attach", "ticker", "-c", "main"),
+                stdout=-1,
+                stderr=-1,
+                check=False,
+                env=dict(os.environ, HOME=cluster.home, **(env or {})),
+            )
+        )
+        seen = b""
+        with trio.fail_after(15):
+            while seen.count(b"tick") < 2:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"kubectl attach ended early: {seen!r}"
+                seen += chunk
+        process.terminate()
+    return seen

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from .conftest import Cluster, kubectl_in_terminal, make_pod
+from .conftest import Cluster, kubectl_attach_to_a_ticker, kubectl_in_terminal, make_pod
 
 SCRIPT = "for i in 1 2 3 4 5; do echo line $i; done; echo to-stderr >&2; sleep 3600"
 # counts its attempts in an emptyDir (which outlives them): the first exits, the second stays up
@@ -125,27 +125,7 @@ async def test_kubectl_logs_and_exec(cluster: Cluster) -> None:
 
 
 async def test_kubectl_attach(cluster: Cluster) -> None:
-    script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
-    await cluster.create_pod(make_pod("ticker", cluster.node_name, [{"name": "main", "command": ["sh", "-c", script]}]))
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                cluster.kubectl_command("attach", "ticker", "-c", "main"),
-                stdout=-1,
-                stderr=-1,
-                check=False,
-                env=dict(os.environ, HOME=cluster.home),
-            )
-        )
-        seen = b""
-        with trio.fail_after(15):
-            while seen.count(b"tick") < 2:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"kubectl attach ended early: {seen!r}"
-                seen += chunk
-        process.terminate()
-    assert b"tick " in seen
+    assert b"tick " in await kubectl_attach_to_a_ticker(cluster)
 
 
 async def test_kubectl_exec_it_in_a_terminal(cluster: Cluster) -> None:

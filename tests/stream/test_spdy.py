@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +15,7 @@ import trio
 from kubeedge.plugins.common.front import PrefixedStream, read_head
 from kubeedge.plugins.common.spdy_session import SpdyConnection, SpdyStream
 
-from .conftest import Cluster, kubectl_in_terminal, make_pod
+from .conftest import Cluster, kubectl_attach_to_a_ticker, kubectl_in_terminal, make_pod
 
 NO_WEBSOCKETS = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 
@@ -190,27 +189,7 @@ async def test_kubectl_exec_and_attach_over_spdy(cluster: Cluster) -> None:
     result = await spdy_kubectl(cluster, "exec", "-i", "spdy", "--", "cat", stdin=payload)
     assert result.returncode == 0 and result.stdout == payload, result.stderr.decode()
 
-    script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
-    await cluster.create_pod(make_pod("ticker", cluster.node_name, [{"name": "main", "command": ["sh", "-c", script]}]))
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                cluster.kubectl_command("attach", "ticker", "-c", "main"),
-                stdout=-1,
-                stderr=-1,
-                check=False,
-                env=dict(os.environ, HOME=cluster.home, **NO_WEBSOCKETS),
-            )
-        )
-        seen = b""
-        with trio.fail_after(15):
-            while seen.count(b"tick") < 2:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"kubectl attach ended early: {seen!r}"
-                seen += chunk
-        process.terminate()
-    assert b"tick " in seen
+    assert b"tick " in await kubectl_attach_to_a_ticker(cluster, NO_WEBSOCKETS)
 
     # straight to the API server: the token is checked and an unknown pod named, before any upgrade
     apiserver = cluster.cloud.module("apiserver")
