@@ -69,21 +69,37 @@ def _usage(nanocores: int, working_set: int) -> dict[str, str]:
     return {"cpu": f"{nanocores}n", "memory": f"{working_set // 1024}Ki"}
 
 
-async def _kubelet_get(app: Any, node: str, path: str, query: str = "") -> tuple[int, str, bytes]:
-    """(status, content type, body) of a GET on the node's kubelet API through cloudstream."""
-    import httpx
+class _Kubelets:
+    """GETs on nodes' kubelet APIs through cloudstream, for one request: the endpoint is read once and one
+    client (one TLS connection pool) serves every node asked."""
 
-    try:
-        endpoint = _endpoint(app)
-    except StreamError as exc:
-        raise ApiError(exc.code, exc.message) from None
-    url = f"https://127.0.0.1:{endpoint.port}/{path.lstrip('/')}" + (f"?{query}" if query else "")
-    try:
-        async with httpx.AsyncClient(verify=endpoint.ssl_context, timeout=SCRAPE_TIMEOUT + 5) as client:
-            reply = await client.get(url, headers={"x-kubeedge-node": node})
-    except httpx.TransportError as exc:
-        raise ApiError(503, f"cloudstream is not reachable on port {endpoint.port}: {exc!r}") from None
-    return reply.status_code, reply.headers.get("content-type", "application/json"), reply.content
+    def __init__(self, app: Any) -> None:
+        try:
+            self.endpoint = _endpoint(app)
+        except StreamError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        self.client: Any = None
+
+    async def __aenter__(self) -> _Kubelets:
+        import httpx
+
+        self.client = httpx.AsyncClient(verify=self.endpoint.ssl_context, timeout=SCRAPE_TIMEOUT + 5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def get(self, node: str, path: str, query: str = "") -> tuple[int, str, bytes]:
+        """(status, content type, body) of a GET on ``node``'s kubelet API."""
+        import httpx
+
+        port = self.endpoint.port
+        url = f"https://127.0.0.1:{port}/{path.lstrip('/')}" + (f"?{query}" if query else "")
+        try:
+            reply = await self.client.get(url, headers={"x-kubeedge-node": node})
+        except httpx.TransportError as exc:
+            raise ApiError(503, f"cloudstream is not reachable on port {port}: {exc!r}") from None
+        return reply.status_code, reply.headers.get("content-type", "application/json"), reply.content
 
 
 async def node_proxy(app: Any, request: Any, node: str, rest: list[str], send: Any) -> None:
@@ -94,7 +110,8 @@ async def node_proxy(app: Any, request: Any, node: str, rest: list[str], send: A
     if app.store.get(app.registry.lookup("", "v1", "nodes").key, "", node) is None:
         raise ApiError(404, f'nodes "{node}" not found', "NotFound", {"name": node, "kind": "nodes"})
     query = "&".join(f"{quote(k)}={quote(v)}" for k, v in request.query.items())
-    code, content_type, body = await _kubelet_get(app, node, "/".join(quote(p) for p in rest), query)
+    async with _Kubelets(app) as kubelets:
+        code, content_type, body = await kubelets.get(node, "/".join(quote(p) for p in rest), query)
     headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -106,9 +123,9 @@ async def _summaries(app: Any, nodes: list[str]) -> tuple[dict[str, dict[str, An
     found: dict[str, dict[str, Any]] = {}
     errors = dict.fromkeys(nodes, f"no answer within {SCRAPE_TIMEOUT:g} s")
 
-    async def scrape(node: str) -> None:
+    async def scrape(kubelets: _Kubelets, node: str) -> None:
         try:
-            code, _, body = await _kubelet_get(app, node, "stats/summary", "only_cpu_and_memory=true")
+            code, _, body = await kubelets.get(node, "stats/summary", "only_cpu_and_memory=true")
             if code == 200:
                 found[node] = json.loads(body)
                 del errors[node]
@@ -119,10 +136,15 @@ async def _summaries(app: Any, nodes: list[str]) -> tuple[dict[str, dict[str, An
         except (ValueError, AttributeError) as exc:
             errors[node] = f"unreadable stats: {exc}"
 
-    with trio.move_on_after(SCRAPE_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            for node in nodes:
-                nursery.start_soon(scrape, node)
+    try:
+        kubelets = _Kubelets(app)
+    except ApiError as exc:  # no cloudstream: every node has the same reason
+        return found, dict.fromkeys(nodes, str(exc))
+    async with kubelets:
+        with trio.move_on_after(SCRAPE_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(scrape, kubelets, node)
     return found, errors
 
 
